@@ -1,0 +1,1 @@
+"""SVP labeling service: the HTTP api. Nothing below this package imports torch."""

@@ -1,0 +1,55 @@
+"""Service settings, read from the environment (prefix ``SVP_``) and an optional ``.env`` file.
+
+One module-level instance, ``settings``; tests and the CLI build their own with ``Settings(...)``
+and pass it to ``app.main.create_app``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SVP_", env_file=".env", extra="ignore")
+
+    # Storage. The defaults are the embedded mode: one SQLite file and a local blob folder.
+    data_dir: Path = Field(Path("svp-data"), description="Root folder for the SQLite file, blobs and caches.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL. Default: sqlite:///<data_dir>/svp.db (embedded mode)."
+    )
+    blob_dir: Path | None = Field(None, description="Blob store folder. Default: <data_dir>/blobs.")
+
+    # Jobs. No broker means embedded mode: the same task code runs in-process in the background.
+    broker_url: str | None = Field(None, description="Celery broker URL, e.g. redis://127.0.0.1:6379/0.")
+    gpu_queue: str = Field("gpu", description="Celery queue the training tasks are routed to.")
+
+    # Annotation.
+    lease_seconds: int = Field(600, ge=1, description="How long a query lease lasts by default.")
+    retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent while no round is ready.")
+
+    # Limits on input.
+    max_item_bytes: int = Field(10 * 1024 * 1024, description="Largest single item (image file or text).")
+    max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, description="Largest upload (zip, npz, jsonl).")
+    max_image_pixels: int = Field(64 * 1024 * 1024, description="Largest decoded image, in pixels.")
+
+    log_level: str = Field("INFO")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'svp.db').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return (self.blob_dir or self.data_dir / "blobs").resolve()
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+
+settings = Settings()

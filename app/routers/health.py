@@ -1,0 +1,5 @@
+"""Routes: health (placeholder until implemented)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

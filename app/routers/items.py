@@ -1,0 +1,5 @@
+"""Routes: items (placeholder until implemented)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

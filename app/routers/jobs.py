@@ -1,0 +1,5 @@
+"""Routes: jobs (placeholder until implemented)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

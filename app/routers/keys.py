@@ -1,0 +1,5 @@
+"""Routes: keys (placeholder until implemented)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

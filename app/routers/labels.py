@@ -1,0 +1,5 @@
+"""Routes: labels (placeholder until implemented)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: projects (placeholder until implemented)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: queries (placeholder until implemented)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

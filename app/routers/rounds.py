@@ -1,0 +1,5 @@
+"""Routes: rounds (placeholder until implemented)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
