@@ -25,6 +25,15 @@ class Settings(BaseSettings):
     # Jobs. No broker means embedded mode: the same task code runs in-process in the background.
     broker_url: str | None = Field(None, description="Celery broker URL, e.g. redis://127.0.0.1:6379/0.")
     gpu_queue: str = Field("gpu", description="Celery queue the training tasks are routed to.")
+    job_heartbeat_s: float = Field(10.0, gt=0, description="How often a running job records that it is alive.")
+    job_stale_s: float = Field(
+        60.0, gt=0, description="A running job whose heartbeat is older than this is taken as dead and re-queued."
+    )
+    requeue_queued_after_s: float = Field(
+        300.0, gt=0, description="A queued job not started after this long is sent again (its message may be lost)."
+    )
+    reconcile_interval_s: float = Field(30.0, gt=0, description="How often a worker runs the job reconciler.")
+    device: str | None = Field(None, description="Torch device for workers (cuda, cuda:1, cpu). Default: automatic.")
 
     # Annotation.
     lease_seconds: int = Field(600, ge=1, description="How long a query lease lasts by default.")
@@ -46,6 +55,10 @@ class Settings(BaseSettings):
     @property
     def resolved_blob_dir(self) -> Path:
         return (self.blob_dir or self.data_dir / "blobs").resolve()
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return (self.data_dir / "cache").resolve()
 
     @property
     def embedded(self) -> bool:
