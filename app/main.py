@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from app.config import Settings, settings as default_settings
@@ -23,7 +25,20 @@ Errors have one shape: `{"error": {"code": ..., "message": ..., "details": [...]
 
 def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
     settings = settings or default_settings
-    app = FastAPI(title="SVP labeling service", version="0.1.0", description=API_DESCRIPTION)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # A dispatcher with a life of its own (the embedded worker) starts and stops with the app.
+        running = app.state.dispatcher
+        if hasattr(running, "start"):
+            running.start()
+        try:
+            yield
+        finally:
+            if hasattr(running, "shutdown"):
+                running.shutdown()
+
+    app = FastAPI(title="SVP labeling service", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.sessionmaker = get_sessionmaker(settings.resolved_database_url)
     app.state.blobs = BlobStore(settings.resolved_blob_dir)

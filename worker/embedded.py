@@ -36,7 +36,7 @@ class InProcessDispatcher:
         except Exception:  # run_job records failures itself; this is only a last resort
             log.exception("embedded job %s crashed", job_id)
 
-    def start_reconciler(self) -> None:
+    def start(self) -> None:
         """Picks up jobs left queued or running when a previous process stopped."""
         from worker.jobs import Reconciler
 
