@@ -10,7 +10,7 @@ from app.config import Settings, settings as default_settings
 from app.db.session import get_sessionmaker
 from app.errors import install_error_handlers
 from app.queue import CeleryDispatcher
-from app.routers import health, items, jobs, keys, labels, projects, queries, rounds
+from app.routers import health, items, jobs, keys, labels, projects, queries, reports, rounds
 from app.storage import BlobStore
 
 API_DESCRIPTION = """
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
         dispatcher = CeleryDispatcher(settings.broker_url, settings.gpu_queue)
     app.state.dispatcher = dispatcher
     install_error_handlers(app)
-    for module in (health, keys, projects, items, labels, queries, rounds, jobs):
+    for module in (health, keys, projects, items, labels, queries, rounds, jobs, reports):
         app.include_router(module.router)
     return app
 
