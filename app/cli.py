@@ -32,6 +32,27 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.db.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.resolved_database_url)
+    mode = "embedded worker" if settings.embedded else f"jobs sent to {settings.broker_url}"
+    print(f"serving on http://{args.host}:{args.port} ({mode}); database at head", file=sys.stderr)
+    # By import string: svp.asgi builds app.main's app and, with no broker, attaches the in-process
+    # worker; naming it as a string keeps this module free of any worker import.
+    uvicorn.run(
+        "svp.asgi:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level or settings.log_level.lower(),
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svp", description="SVP labeling service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -45,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="bootstrap")
     create.add_argument("--project", type=int, default=None, help="scope the key to one project")
     create.set_defaults(func=_keys_create)
+
+    serve = sub.add_parser("serve", help="migrate the database, then run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default=None, choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(func=_serve)
     return parser
 
 

@@ -104,6 +104,17 @@ def require_admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
+def require_global_admin(principal: AdminDep) -> Principal:
+    """Admin routes that reach beyond one project (keys, creating projects) need an unscoped key:
+    a project-scoped admin must not mint an unscoped key for itself."""
+    if principal.project_id is not None:
+        raise Forbidden("this route needs an admin key that is not scoped to a project")
+    return principal
+
+
+GlobalAdminDep = Annotated[Principal, Depends(require_global_admin)]
+
+
 def get_project(session: SessionDep, principal: PrincipalDep, project_id: Annotated[int, Path(ge=1)]) -> t.Project:
     """The project named in the path, after checking the key may see it."""
     principal.check_project(project_id)
