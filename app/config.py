@@ -7,6 +7,7 @@ and pass it to ``app.main.create_app``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,7 +45,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, description="Largest upload (zip, npz, jsonl).")
     max_image_pixels: int = Field(64 * 1024 * 1024, description="Largest decoded image, in pixels.")
 
-    log_level: str = Field("INFO")
+    log_level: str = Field("INFO", description="Logging level of the api and the workers (DEBUG, INFO, WARNING, ...).")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log line format: text for people, json for log collectors (one object per line)."
+    )
 
     @property
     def resolved_database_url(self) -> str:
