@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -114,7 +114,9 @@ def update_project(session: Session, *, project: t.Project, changes: ProjectUpda
     if settings["classes"] != project.classes:
         used = set(
             session.scalars(
-                select(distinct(t.Item.label)).where(t.Item.project_id == project.id, t.Item.label.is_not(None))
+                select(t.Item.label)
+                .where(t.Item.project_id == project.id, t.Item.label.is_not(None))
+                .distinct()
             )
         )
         missing = sorted(used - set(settings["classes"]))
