@@ -1,0 +1,67 @@
+"""Labels sent by annotation tools, and the label history of an item."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from app.schemas.common import ReadModel, RequestModel
+
+MAX_BULK_LABELS = 1000
+
+
+class LabelCreate(RequestModel):
+    item_id: int | None = Field(None, ge=1, description="The service's item id; or give external_id.")
+    external_id: str | None = Field(None, min_length=1, max_length=512, description="The client's item id.")
+    label: str = Field(min_length=1, max_length=200, description="One of the project's classes.")
+    meta: dict[str, Any] | None = Field(None, description="Free-form data kept with the annotation.")
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> LabelCreate:
+        if (self.item_id is None) == (self.external_id is None):
+            raise ValueError("give exactly one of item_id and external_id")
+        return self
+
+
+class BulkLabelEntry(LabelCreate):
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=200, description="Replaying an entry with the same key writes nothing new."
+    )
+
+
+class BulkLabelCreate(RequestModel):
+    labels: list[BulkLabelEntry] = Field(min_length=1, max_length=MAX_BULK_LABELS)
+
+
+class LabelRead(ReadModel):
+    annotation_id: int
+    item_id: int
+    external_id: str
+    label: str | None
+    annotator: str
+    round_index: int | None = Field(description="The round whose query requested this label, if any.")
+    created_at: datetime
+    replayed: bool = Field(description="True when this repeats an earlier request and nothing new was written.")
+
+
+class LabelResponse(LabelRead):
+    project_status: str
+    current_round: int | None
+
+
+class BulkLabelResponse(ReadModel):
+    labels: list[LabelRead]
+    project_status: str
+    current_round: int | None
+
+
+class AnnotationRead(ReadModel):
+    id: int
+    item_id: int
+    label: str | None = Field(description="None records a retraction.")
+    annotator: str
+    round_index: int | None
+    meta: dict[str, Any]
+    created_at: datetime
