@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from app.db import tables  # noqa: F401  (registers every table on Base.metadata)
 from app.db.base import Base
-from app.db.migrate import alembic_config, upgrade
+from app.db.migrate import ROOT, alembic_config, upgrade
 from app.db.session import get_engine
 from tests.conftest import PG_ADMIN_URL, _pg_url
 
@@ -103,3 +103,55 @@ def test_downgrade_to_base_and_upgrade_to_head(fresh_url):
     assert current_revision(fresh_url) == head
     assert app_tables(fresh_url) == set(Base.metadata.tables)
     assert drift(fresh_url) == []
+
+
+def test_cli_db_upgrade_and_keys_create(tmp_path, monkeypatch, capsys):
+    from app.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("SVP_DATABASE_URL", url)
+    assert main(["db", "upgrade"]) == 0
+    capsys.readouterr()
+    assert current_revision(url) == ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert main(["keys", "create", "--role", "admin", "--name", "ops"]) == 0
+    secret = capsys.readouterr().out.strip()
+    assert secret.startswith("svp_")
+    with get_engine(url).connect() as conn:
+        assert conn.execute(text("SELECT role, name FROM api_key")).all() == [("admin", "ops")]
+
+
+def test_serve_migrates_then_answers(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SVP_")}
+    env["SVP_DATA_DIR"] = str(tmp_path / "data")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stderr.read().decode()
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "svp serve did not answer within 60 s"
+                time.sleep(0.2)
+        assert response.status_code == 200 and response.json() == {"status": "ok"}
+        assert httpx.get(f"http://127.0.0.1:{port}/projects", timeout=5).status_code == 401
+        url = f"sqlite:///{(tmp_path / 'data' / 'svp.db').resolve()}"
+        assert app_tables(url) == set(Base.metadata.tables)  # migrated before serving
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
