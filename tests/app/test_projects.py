@@ -275,3 +275,18 @@ def test_delete_removes_the_project_and_what_hangs_off_it(client, admin_headers,
         assert items == {keep["id"]: 2}
         assert session.scalar(select(func.count()).select_from(t.Job)) == 0
     assert [p["name"] for p in client.get("/projects", headers=admin_headers).json()] == ["keep"]
+
+
+def test_name_race_at_the_unique_index_is_409_not_500(client, admin_headers, settings, monkeypatch):
+    # Two creates that both pass the pre-check meet at the database's unique index.
+    from app.services import projects as service
+
+    create(client, admin_headers, name="race")
+    monkeypatch.setattr(service, "_check_name_free", lambda *args, **kwargs: None)
+    response = client.post("/projects", json={**IMAGE, "name": "race"}, headers=admin_headers)
+    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
+    other = create(client, admin_headers, name="other")
+    response = client.patch(f"/projects/{other['id']}", json={"name": "race", "seed": 4}, headers=admin_headers)
+    assert response.status_code == 409
+    assert client.get(f"/projects/{other['id']}", headers=admin_headers).json()["seed"] == 0  # rolled back
+    assert project_rows(settings) == 2
