@@ -330,13 +330,14 @@ def open_round(
     item_ids = [int(item_id) for item_id, _ in picks]
     if len(set(item_ids)) != len(item_ids):
         raise Unprocessable("picks contain the same item more than once")
-    found = dict(
-        session.execute(
+    found = {
+        item_id: at
+        for item_id, at in session.execute(
             select(t.Item.id, t.Item.labeled_at).where(
                 t.Item.project_id == project_id, t.Item.split == t.SPLIT_POOL, t.Item.id.in_(item_ids)
             )
         )
-    )
+    }
     missing = [item_id for item_id in item_ids if item_id not in found]
     if missing:
         raise Unprocessable(
