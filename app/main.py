@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from app.config import Settings, settings as default_settings
 from app.db.session import get_sessionmaker
 from app.errors import install_error_handlers
+from app.observability import install_observability
 from app.queue import CeleryDispatcher
 from app.routers import health, items, jobs, keys, labels, projects, queries, reports, rounds
 from app.storage import BlobStore
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
         dispatcher = CeleryDispatcher(settings.broker_url, settings.gpu_queue)
     app.state.dispatcher = dispatcher
     install_error_handlers(app)
+    install_observability(app, settings)  # logs, request ids, /metrics registry
     for module in (health, keys, projects, items, labels, queries, rounds, jobs, reports):
         app.include_router(module.router)
     return app
