@@ -7,12 +7,16 @@ fastText with more than one thread is not deterministic, hence `threads=1` by de
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
 import tempfile
+import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,41 @@ logger = logging.getLogger(__name__)
 
 LABEL_PREFIX = "__label__"
 _FORMAT_VERSION = 1
+
+# fastText's random initialisation fills only `thread`/10 of the input matrix (blocks of one tenth
+# per thread) and this build allocates that matrix without zeroing it, so with threads < 10 most
+# rows start as whatever the heap held before: NaN ("Encountered NaN" at any learning rate), 1e32,
+# or leftovers of an earlier model, making training non-deterministic. glibc's M_PERTURB with byte
+# 0xff makes malloc hand out zero-filled memory, which restores upstream fastText's behaviour
+# (uncovered rows start at zero). It is process-wide, so it is switched on only around training
+# and trainings in one process are serialised.
+_M_PERTURB = -6
+_TRAIN_LOCK = threading.Lock()
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "mallopt") else None
+
+
+_LIBC = _load_libc()
+
+
+@contextlib.contextmanager
+def _zeroed_allocations() -> Iterator[None]:
+    with _TRAIN_LOCK:
+        enabled = _LIBC is not None and _LIBC.mallopt(_M_PERTURB, 0xFF) == 1
+        if not enabled:
+            logger.warning("cannot zero fastText's allocations (no glibc mallopt); training may be non-deterministic")
+        try:
+            yield
+        finally:
+            if enabled:
+                _LIBC.mallopt(_M_PERTURB, 0)
 
 
 def clean_text(text: str) -> str:
@@ -100,21 +139,30 @@ class FastTextLearner:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 for text, y in zip(texts, labels.tolist(), strict=True):
                     f.write(f"{LABEL_PREFIX}{y} {clean_text(text)}\n")
-            self._model = fasttext.train_supervised(
-                input=path,
-                dim=p["dim"],
-                wordNgrams=p["word_ngrams"],
-                lr=p["lr"],
-                epoch=p["epoch"],
-                minCount=p["min_count"],
-                seed=p["seed"],
-                thread=p["threads"],
-                loss=p["loss"],
-                bucket=p["bucket"],
-                verbose=0,
-            )
+            with _zeroed_allocations():
+                model = fasttext.train_supervised(
+                    input=path,
+                    dim=p["dim"],
+                    wordNgrams=p["word_ngrams"],
+                    lr=p["lr"],
+                    epoch=p["epoch"],
+                    minCount=p["min_count"],
+                    seed=p["seed"],
+                    thread=p["threads"],
+                    loss=p["loss"],
+                    bucket=p["bucket"],
+                    verbose=0,
+                )
+        except RuntimeError as exc:
+            if "NaN" in str(exc):
+                raise RuntimeError(f"fastText training diverged (NaN) with lr={p['lr']}; lower the learning rate") from exc
+            raise
         finally:
             os.unlink(path)
+        # The output matrix is small (classes x dim) and absorbs any non-finite input row.
+        if not np.isfinite(model.get_output_matrix()).all():
+            raise RuntimeError(f"fastText training diverged (non-finite weights) with lr={p['lr']}")
+        self._model = model
         self._index = self._label_index()
         logger.info("fastText trained on %d texts, %d classes seen", len(texts), len(self._index))
         return self

@@ -20,7 +20,7 @@ DEFAULT_LENGTH = 1014
 assert VOCAB_SIZE == 69 and len(set(ALPHABET)) == len(ALPHABET)
 
 # Every alphabet character is ASCII, so a 128-entry table maps code points; anything >= 128 is
-# unknown. uint8 keeps the lookup cheap.
+# unknown.
 _ASCII_TABLE = np.full(128, UNK_ID, dtype=np.int64)
 for _i, _c in enumerate(ALPHABET):
     _ASCII_TABLE[ord(_c)] = _i + 2
