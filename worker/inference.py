@@ -46,6 +46,11 @@ def _run(
                                 channels_last=cuda)
     source = BatchSource(inputs, device)
     n = len(source)
+    if n == 0:
+        classifier = getattr(model, "classifier", None)
+        empty = (lambda width: np.zeros((0, width), dtype=np.float32))
+        return (empty(getattr(classifier, "out_features", 0)) if want_probs else None,
+                empty(getattr(classifier, "in_features", 0)) if want_features else None)
     probs_out: torch.Tensor | None = None
     features_out: torch.Tensor | None = None
     with torch.inference_mode():

@@ -393,6 +393,8 @@ def make_learner(
         seed=seed,
         augment=_pick(spec, "augment", "auto"),
     )
+    if modality == "text":
+        aug.resolve(config.augment, input_kind="chars")
     if input_shape is not None:
         input_shape = tuple(int(v) for v in input_shape)
         if modality == "image" and len(input_shape) != 3:
