@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from app.db import tables as t
@@ -185,22 +185,18 @@ def _queue_train_target(session: Session, project: t.Project) -> t.Job:
     return job
 
 
-def _close_round(session: Session, round_: t.Round, now: datetime) -> None:
+def _close_round(round_: t.Round, now: datetime) -> None:
+    # Unlabeled leftovers of an early advance keep their (now meaningless) leases: only the current
+    # round is ever handed out, and touching those rows here could wait on a labeling transaction
+    # that itself waits for this project lock.
     round_.status = t.ROUND_COMPLETED
     round_.finished_at = now
-    # Unlabeled leftovers (an early advance) are no longer handed out; drop their leases.
-    session.execute(
-        update(t.Query)
-        .where(t.Query.round_id == round_.id, t.Query.labeled_at.is_(None), t.Query.leased_to.is_not(None))
-        .values(leased_to=None, lease_expires_at=None),
-        execution_options={"synchronize_session": False},
-    )
 
 
 def _finish_round(session: Session, project: t.Project, round_: t.Round) -> t.Job:
     """Complete ``round_`` and queue what comes next: the next round's selection or the target."""
     now = utcnow()
-    _close_round(session, round_, now)
+    _close_round(round_, now)
     pool_size, labeled = pool_counts(session, project_id=project.id)
     next_index = round_.index + 1
     size = round_size(project.schedule, round_index=next_index, pool_size=pool_size, labeled=labeled)
@@ -291,7 +287,7 @@ def request_train_target(session: Session, *, project_id: int) -> tuple[t.Projec
             if job is not None and job.status not in t.JOB_FINISHED:
                 request_cancel(session, job=job)
         # A completed round can no longer be published by its (possibly running) selection job.
-        _close_round(session, round_, utcnow())
+        _close_round(round_, utcnow())
     if _count_labeled(session, project_id=project_id) == 0:
         raise Conflict(f"project {project_id} has no labeled pool item to train the target on")
     return project, _queue_train_target(session, project)
