@@ -121,29 +121,31 @@ class PoolCache:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".images-", suffix=".npy.tmp")
         os.close(fd)
         try:
-            # Written straight into a memory-mapped file: a large pool never sits in memory twice.
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                            shape=(len(items), *target_size, channels))
-            out[0] = first
-
-            def fill(position: int) -> None:
-                item_id, _, source = items[position]
-                try:
-                    out[position] = decode_image(_read_bytes(source), channels=channels, size=target_size)
-                except Exception as exc:  # name the item: "cannot identify image" alone is useless
-                    raise ValueError(f"item {item_id!r}: cannot decode image: {exc}") from exc
-
-            with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
-                # list() re-raises the first decoding error here.
-                list(pool.map(fill, range(1, len(items))))
-            out.flush()
-            del out
+            self._decode_into(tmp, items, first, channels=channels, size=target_size)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         log.info("pool cache: decoded %d images to %s", len(items), path.name)
         return np.load(path, mmap_mode="r")
+
+    def _decode_into(self, tmp: str, items, first: np.ndarray, *, channels: int, size: tuple[int, int]) -> None:
+        # Written straight into a memory-mapped file: a large pool never sits in memory twice. The
+        # map is released when this function returns, before the caller renames the file.
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(items), *size, channels))
+        out[0] = first
+
+        def fill(position: int) -> None:
+            item_id, _, source = items[position]
+            try:
+                out[position] = decode_image(_read_bytes(source), channels=channels, size=size)
+            except Exception as exc:  # name the item: "cannot identify image" alone is useless
+                raise ValueError(f"item {item_id!r}: cannot decode image: {exc}") from exc
+
+        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
+            # list() re-raises the first decoding error here.
+            list(pool.map(fill, range(1, len(items))))
+        out.flush()
 
     def load_texts(self, items: Sequence[tuple[object, str, TextSource]]) -> list[str]:
         """All items' texts, in the order given."""

@@ -114,6 +114,8 @@ class Learner(ABC):
             raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
         if len(labels) == 0:
             raise ValueError("cannot evaluate on an empty set")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must lie in [0, {self.num_classes - 1}]")
         probs = self.predict_proba(inputs)
         picked = probs[np.arange(len(labels)), labels].astype(np.float64)
         return {

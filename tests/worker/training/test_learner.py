@@ -104,6 +104,8 @@ def test_learner_feeds_a_forgetting_tracker_and_checks_inputs(digits):
         learner.fit(x.astype(np.float32), y)
     with pytest.raises(ValueError, match="labels must lie"):
         learner.fit(x, np.full(len(y), 10))
+    with pytest.raises(ValueError, match="labels must lie"):
+        learner.evaluate(x[:4], np.array([0, 1, -1, 2]))
     with pytest.raises(RuntimeError, match="not fitted"):
         make_learner({"arch": "mlp"}, **IMAGE).predict_proba(x)
 
