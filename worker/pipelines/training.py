@@ -29,18 +29,30 @@ def input_shape(inputs) -> tuple[int, ...] | None:
 def fit_learner(ctx: JobContext, spec: dict[str, Any], project, inputs, labels, *, phase: str = "training", forgetting=None):
     from worker.training.learner import make_learner
 
+    configure_torch_threads()
     learner = make_learner(
-        spec, modality=project.modality, num_classes=project.num_classes, input_shape=input_shape(inputs)
+        spec, modality=project.modality, num_classes=project.num_classes, input_shape=input_shape(inputs),
+        device=ctx.settings.device,
     )
 
-    def on_progress(epoch: int, step: int, loss: float, accuracy: float, total_epochs: int | None = None, **_: Any) -> None:
-        fraction = None if not total_epochs else min(1.0, epoch / total_epochs)
+    def on_progress(epoch: int, step: int, loss: float, accuracy: float, fraction: float | None = None) -> None:
         ctx.progress(phase=phase, fraction=fraction, epoch=epoch, loss=round(float(loss), 4),
                      accuracy=round(float(accuracy), 4))
 
     learner.fit(inputs, np.asarray(labels, dtype=np.int64), on_progress=on_progress,
                 should_stop=ctx.should_stop, forgetting=forgetting)
     return learner
+
+
+def configure_torch_threads() -> None:
+    """Honour SVP_TORCH_THREADS (e.g. cores / workers on a shared host); torch's default otherwise."""
+    import os
+
+    threads = os.environ.get("SVP_TORCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 def save_learner(settings: Settings, learner) -> tuple[str, int]:
