@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     )
     reconcile_interval_s: float = Field(30.0, gt=0, description="How often a worker runs the job reconciler.")
     device: str | None = Field(None, description="Torch device for workers (cuda, cuda:1, cpu). Default: automatic.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads per worker process for torch (e.g. cores / workers). Default: torch's."
+    )
 
     # Annotation.
     lease_seconds: int = Field(600, ge=1, description="How long a query lease lasts by default.")

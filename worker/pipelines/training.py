@@ -29,7 +29,7 @@ def input_shape(inputs) -> tuple[int, ...] | None:
 def fit_learner(ctx: JobContext, spec: dict[str, Any], project, inputs, labels, *, phase: str = "training", forgetting=None):
     from worker.training.learner import make_learner
 
-    configure_torch_threads()
+    configure_torch_threads(ctx.settings.torch_threads)
     learner = make_learner(
         spec, modality=project.modality, num_classes=project.num_classes, input_shape=input_shape(inputs),
         device=ctx.settings.device,
@@ -44,15 +44,12 @@ def fit_learner(ctx: JobContext, spec: dict[str, Any], project, inputs, labels, 
     return learner
 
 
-def configure_torch_threads() -> None:
-    """Honour SVP_TORCH_THREADS (e.g. cores / workers on a shared host); torch's default otherwise."""
-    import os
-
-    threads = os.environ.get("SVP_TORCH_THREADS")
+def configure_torch_threads(threads: int | None) -> None:
+    """Honour settings.torch_threads (e.g. cores / workers on a shared host); torch's default otherwise."""
     if threads:
         import torch
 
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
 
 
 def save_learner(settings: Settings, learner) -> tuple[str, int]:
