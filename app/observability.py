@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -156,6 +157,17 @@ def log_context(*, request_id: str | None = None, job_id: int | None = None) -> 
     finally:
         for var, token in reversed(tokens):
             var.reset(token)
+
+
+def bind_job_id(func):
+    """Decorator for ``f(settings, job_id, ...)``: every line logged inside carries the job id."""
+
+    @functools.wraps(func)
+    def wrapper(settings, job_id, *args, **kwargs):
+        with log_context(job_id=job_id):
+            return func(settings, job_id, *args, **kwargs)
+
+    return wrapper
 
 
 # -------------------------------------------------------------------------------------- labels

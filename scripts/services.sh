@@ -12,6 +12,14 @@ if [ ${#need_install[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need_install[@]}" >/dev/null
 fi
+# tests/deploy/test_compose.py validates docker-compose.yml with `docker-compose config`, which needs
+# no daemon: without recommends, so no Docker engine comes along.
+if ! command -v docker-compose >/dev/null 2>&1; then
+  echo "services: installing docker-compose"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+fi
 
 pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
 if ! pg_up; then

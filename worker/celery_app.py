@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_ready, worker_shutdown
 
 from app.config import Settings
 
@@ -40,6 +40,14 @@ _reconciler = None
 class _CelerySender:
     def __call__(self, task_name: str, kwargs: dict) -> None:
         celery_app.send_task(task_name, kwargs=kwargs, queue=settings.gpu_queue)
+
+
+@setup_logging.connect
+def _configure_logging(**_kwargs) -> None:
+    """The service's logging (SVP_LOG_LEVEL, SVP_LOG_FORMAT=json) instead of Celery's own."""
+    from app.observability import configure_logging
+
+    configure_logging(settings)
 
 
 @worker_ready.connect

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from app.config import Settings
 from app.db import tables as t
 from app.db.session import session_scope
+from app.observability import bind_job_id
 from worker.jobs import Heartbeat, JobCancelled, JobContext, cancel, claim, fail
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def _pipeline(job_type: str) -> Callable[[JobContext], Any]:
     return getattr(importlib.import_module(module_name), func)
 
 
+@bind_job_id  # log lines of the job carry its id
 def run_job(settings: Settings, job_id: int) -> str:
     """Returns what happened: skipped (not claimable), succeeded, failed or cancelled."""
     if not claim(settings, job_id):

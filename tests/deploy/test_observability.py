@@ -266,3 +266,23 @@ def test_json_formatter_keeps_a_line_per_record_whatever_the_message():
     out = JsonFormatter().format(record)
     assert "\n" not in out
     assert json.loads(out)["message"] == "two\nlines \"quoted\" \u00e9"
+
+
+def test_bind_job_id_tags_every_line_of_a_job(json_logs):
+    from app.observability import bind_job_id
+
+    @bind_job_id
+    def job(settings, job_id, *, fail=False):
+        logging.getLogger("worker.test").info("step of %s", job_id)
+        if fail:
+            raise RuntimeError("broken")
+        return "done"
+
+    assert job(None, 41) == "done"
+    with pytest.raises(RuntimeError):
+        job(None, 42, fail=True)
+    logging.getLogger("worker.test").info("between jobs")
+    entries = {e["message"]: e for e in lines(json_logs)}
+    assert entries["step of 41"]["job_id"] == 41
+    assert entries["step of 42"]["job_id"] == 42
+    assert "job_id" not in entries["between jobs"]  # the binding ends with the job, even when it raised
