@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -149,6 +150,16 @@ class Query(Base):
     __table_args__ = (
         UniqueConstraint("round_id", "item_id"),
         Index("ix_query_lease", "project_id", "round_index", "labeled_at", "lease_expires_at", "rank"),
+        # Leasing walks a round's unlabeled queries in rank order: with this partial index that is an
+        # ordered index scan that stops after ``limit`` rows, not a sort of the whole round per call.
+        Index(
+            "ix_query_open_rank",
+            "project_id",
+            "round_index",
+            "rank",
+            postgresql_where=text("labeled_at IS NULL"),
+            sqlite_where=text("labeled_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -236,9 +236,12 @@ def _round_may_be_complete(session: Session, *, project_id: int, round_index: in
     the caller takes the lock and decides on committed data. On SQLite the write lock is already
     held, so the plain answer is exact.
     """
+    # Highest rank first: those rows are the last to be leased, so the probe rarely meets a row
+    # that an annotator is about to label.
     stmt = (
         select(t.Query.id)
         .where(t.Query.project_id == project_id, t.Query.round_index == round_index, t.Query.labeled_at.is_(None))
+        .order_by(t.Query.rank.desc())
         .limit(1)
     )
     if not is_sqlite(session):
