@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import ColumnElement, any_, bindparam, insert, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -283,17 +284,18 @@ def _insert_batch(
     external_ids = list({p.external_id for p in batch})
     by_sha: dict[str, tuple[int, str]] = {}
     by_external_id: dict[str, tuple[int, str]] = {}
+    dialect = session.connection().dialect.name
     # Rows inserted by earlier batches of this import are visible here (same transaction), so
     # repeats across the whole upload are found with memory bounded by one batch.
     for item_id, external_id, sha in session.execute(
         select(t.Item.id, t.Item.external_id, t.Item.content_sha256).where(
-            t.Item.project_id == project.id, t.Item.content_sha256.in_(shas)
+            t.Item.project_id == project.id, _one_of(t.Item.content_sha256, shas, dialect)
         )
     ):
         by_sha[sha] = (item_id, external_id)
     for item_id, external_id, sha in session.execute(
         select(t.Item.id, t.Item.external_id, t.Item.content_sha256).where(
-            t.Item.project_id == project.id, t.Item.external_id.in_(external_ids)
+            t.Item.project_id == project.id, _one_of(t.Item.external_id, external_ids, dialect)
         )
     ):
         by_external_id[external_id] = (item_id, sha)
@@ -328,48 +330,104 @@ def _insert_batch(
     if not new:
         return
     now = utcnow()
-    values = [
-        {
-            "project_id": project.id,
-            "external_id": p.external_id,
-            "split": ctx.split,
-            "content_type": p.content_type,
-            "content_sha256": p.sha256,
-            "text": p.text,
-            "size_bytes": p.size_bytes,
-            "meta": p.meta,
-            "label": p.label,
-            "labeled_at": now if p.label is not None else None,
-            "label_round": None,
-            "created_at": now,
-        }
-        for p in new
-    ]
-    ids = session.execute(insert(t.Item).returning(t.Item.id, sort_by_parameter_order=True), values).scalars().all()
-    annotations = [
-        {
-            "project_id": project.id,
-            "item_id": item_id,
-            "label": p.label,
-            "annotator": IMPORT_ANNOTATOR,
-            "round_index": None,
-            "idempotency_key": None,
-            "meta": {},
-            "created_at": now,
-        }
-        for p, item_id in zip(new, ids)
-        if p.label is not None
-    ]
-    if annotations:
-        session.execute(insert(t.Annotation), annotations)
+    _insert_items(session, [_item_values(project.id, ctx.split, p, now) for p in new])
+    # Ids are read back by hash (unique per project): portable, and cheaper than RETURNING with a
+    # guaranteed order, which SQLAlchemy can only provide row by row on SQLite.
+    item = t.Item.__table__
+    new_shas = [p.sha256 for p in new]
+    id_by_sha: dict[str, int] = dict(
+        session.execute(
+            select(item.c.content_sha256, item.c.id).where(
+                item.c.project_id == project.id, _one_of(item.c.content_sha256, new_shas, dialect)
+            )
+        ).all()
+    )
+    labeled_shas = [p.sha256 for p in new if p.label is not None]
+    if labeled_shas:
+        _insert_import_annotations(session, project.id, labeled_shas, now, dialect)
     for p, index in duplicates_of_new:
-        _add_duplicate(result, p, ids[index])
+        _add_duplicate(result, p, id_by_sha[new[index].sha256])
 
-    result.imported += len(ids)
-    result.labeled += len(annotations)
+    ids = id_by_sha.values()
+    result.imported += len(new)
+    result.labeled += len(labeled_shas)
     first, last = min(ids), max(ids)
     result.first_item_id = first if result.first_item_id is None else min(result.first_item_id, first)
     result.last_item_id = last if result.last_item_id is None else max(result.last_item_id, last)
+
+
+def _one_of(column: Any, values: list[str], dialect: str) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one parameter instead of
+    thousands (the driver's per-placeholder query rewriting dominated large imports)."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
+_ITEM_COLUMNS = (
+    "project_id",
+    "external_id",
+    "split",
+    "content_type",
+    "content_sha256",
+    "text",
+    "size_bytes",
+    "meta",
+    "label",
+    "labeled_at",
+    "label_round",
+    "created_at",
+)
+
+
+def _item_values(project_id: int, split: str, p: Prepared, now: Any) -> dict[str, Any]:
+    return {
+        "project_id": project_id,
+        "external_id": p.external_id,
+        "split": split,
+        "content_type": p.content_type,
+        "content_sha256": p.sha256,
+        "text": p.text,
+        "size_bytes": p.size_bytes,
+        "meta": p.meta,
+        "label": p.label,
+        "labeled_at": now if p.label is not None else None,
+        "label_round": None,
+        "created_at": now,
+    }
+
+
+def _insert_items(session: Session, values: list[dict[str, Any]]) -> None:
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        # COPY is several times faster than a multi-row INSERT for large imports, and runs inside
+        # the same transaction (the session's connection).
+        from psycopg.types.json import Jsonb
+
+        raw = connection.connection.dbapi_connection
+        statement = f"COPY item ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in values:
+                copy.write_row([Jsonb(row[c]) if c == "meta" else row[c] for c in _ITEM_COLUMNS])
+        return
+    session.execute(insert(t.Item.__table__), values)
+
+
+def _insert_import_annotations(session: Session, project_id: int, shas: list[str], now: Any, dialect: str) -> None:
+    """One ``annotator="import"`` annotation per labeled new item, written by the database from the
+    item rows (INSERT ... SELECT), so no per-row round trip."""
+    item, annotation = t.Item.__table__, t.Annotation.__table__
+    rows = select(
+        item.c.project_id,
+        item.c.id,
+        item.c.label,
+        literal(IMPORT_ANNOTATOR, type_=annotation.c.annotator.type),
+        literal({}, type_=annotation.c.meta.type),
+        literal(now, type_=annotation.c.created_at.type),
+    ).where(item.c.project_id == project_id, _one_of(item.c.content_sha256, shas, dialect))
+    columns = ["project_id", "item_id", "label", "annotator", "meta", "created_at"]
+    session.execute(insert(annotation).from_select(columns, rows, include_defaults=False))
 
 
 def _add_duplicate(result: ImportResult, p: Prepared, existing_item_id: int) -> None:

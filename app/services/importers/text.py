@@ -27,8 +27,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def loads_strict(data: bytes | str) -> Any:
-    return json.loads(data, parse_constant=_reject_constant)
+    """json.loads that rejects NaN/Infinity; bytes must be UTF-8 (a leading BOM is allowed)."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8-sig")
+    return _DECODER.decode(data)
 
 
 def _unknown_keys(obj: dict[str, Any], allowed: frozenset[str]) -> str | None:
@@ -92,7 +98,10 @@ def iter_jsonl(fileobj: IO[bytes], *, max_line_bytes: int) -> Iterator[RawRow | 
         except json.JSONDecodeError as exc:
             yield Problem(ref, f"malformed JSON: {exc.msg} (column {exc.colno})")
             continue
-        except ValueError as exc:  # bad UTF-8, NaN/Infinity
+        except UnicodeDecodeError:
+            yield Problem(ref, "the line is not UTF-8 text")
+            continue
+        except ValueError as exc:  # NaN/Infinity
             yield Problem(ref, f"malformed JSON: {exc}")
             continue
         if not isinstance(obj, dict):
