@@ -130,8 +130,11 @@ def configure_logging(settings: Settings, *, stream=None) -> logging.Handler | N
         handler.setFormatter(JsonFormatter())
         for name in _SERVER_LOGGERS:
             server_logger = logging.getLogger(name)
-            server_logger.handlers.clear()
-            server_logger.propagate = True
+            # Only loggers with handlers of their own are rerouted: one switched off on purpose
+            # (no handlers, no propagation: uvicorn's --no-access-log) must stay off.
+            if server_logger.handlers:
+                server_logger.handlers.clear()
+                server_logger.propagate = True
     elif not root.handlers:
         handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))

@@ -212,11 +212,20 @@ def test_request_id_is_echoed_or_made(client):
 
 @pytest.fixture
 def json_logs(tmp_path):
-    """Routes the root logger to a buffer in JSON; restores logging afterwards."""
+    """Routes the root logger to a buffer in JSON; restores logging afterwards.
+
+    Sets up uvicorn's loggers the way `uvicorn --no-access-log` leaves them: "uvicorn" with a handler
+    of its own, "uvicorn.access" switched off.
+    """
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))
     server = {name: (logging.getLogger(name).propagate, list(logging.getLogger(name).handlers))
               for name in ("uvicorn", "uvicorn.error", "uvicorn.access")}
+    own = logging.StreamHandler(io.StringIO())
+    logging.getLogger("uvicorn").handlers[:] = [own]
+    logging.getLogger("uvicorn").propagate = False
+    logging.getLogger("uvicorn.access").handlers[:] = []
+    logging.getLogger("uvicorn.access").propagate = False
     buffer = io.StringIO()
     handler = configure_logging(Settings(data_dir=tmp_path, log_format="json", log_level="DEBUG", _env_file=None),
                                 stream=buffer)
@@ -256,6 +265,8 @@ def test_json_logs_one_object_per_line_with_ids(client, json_logs):  # client fi
     failed = next(e for e in entries if e["message"] == "failed")
     assert failed["level"] == "ERROR" and "ValueError: boom" in failed["exc_info"]
     assert any(e["logger"] == "uvicorn.error" and e["message"] == "server line" for e in entries)
+    # Switched off stays off: not rerouted to the root (pytest may hang capture handlers on it).
+    assert logging.getLogger("uvicorn.access").propagate is False
     access = next(e for e in entries if e.get("logger") == "svp.access" and e.get("request_id") == "req-json-1")
     assert access["route"] == "/projects/{project_id}" and access["status"] == 401
     assert access["method"] == "GET" and access["duration_ms"] >= 0
