@@ -203,13 +203,14 @@ def iter_zip(
                         )
                     continue
             else:
-                where = "/".join(parts[:-1]) + "/"
+                # Reported once per top folder: e.g. train/ and test/ side by side under a wrapper.
+                where = "/".join(prefix + [relative[0]]) + "/"
                 if where not in reported_folders:
                     reported_folders.add(where)
                     yield Problem(
                         {"file": where},
-                        "nested folder: expected <class>/<file> (name the folder that holds the class "
-                        "folders with 'root')",
+                        "holds nested folders; expected <class>/<file>. If the class folders are inside it, "
+                        "name it with 'root'",
                     )
                 continue
             if info.file_size > max_item_bytes:
