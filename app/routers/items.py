@@ -23,9 +23,10 @@ from app.services.importers import UploadedFile, loads_strict
 
 router = APIRouter(tags=["items"], responses=ERROR_RESPONSES)
 
-MAX_UPLOAD_FILES = 100_000
+# Each uploaded file is spooled separately; large image sets belong in one .zip or .npz.
+MAX_UPLOAD_FILES = 10_000
 MAX_FORM_FIELDS = 16
-MAX_FORM_FIELD_BYTES = 1 << 20
+MAX_FORM_FIELD_BYTES = 16 << 20  # 'labels' maps every uploaded file name to a class
 
 
 def _check_declared_length(request: Request, limit: int) -> None:

@@ -403,13 +403,18 @@ def _insert_items(session: Session, values: list[dict[str, Any]]) -> None:
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
         # COPY is several times faster than a multi-row INSERT for large imports, and runs inside
         # the same transaction (the session's connection).
+        import psycopg
         from psycopg.types.json import Jsonb
 
         raw = connection.connection.dbapi_connection
         statement = f"COPY item ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
-        with raw.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in values:
-                copy.write_row([Jsonb(row[c]) if c == "meta" else row[c] for c in _ITEM_COLUMNS])
+        try:
+            with raw.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in values:
+                    copy.write_row([Jsonb(row[c]) if c == "meta" else row[c] for c in _ITEM_COLUMNS])
+        except psycopg.IntegrityError as exc:
+            # Raw driver errors bypass SQLAlchemy's wrapping; give _run the same exception type.
+            raise IntegrityError(statement, None, exc) from exc
         return
     session.execute(insert(t.Item.__table__), values)
 

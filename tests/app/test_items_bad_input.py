@@ -360,3 +360,18 @@ def test_pillow_png_decoder_sees_every_image(client, settings, admin_headers):
     response = upload(client, admin_headers, pid, [("files", ("broken.png", bytes(data), "image/png"))], split="pool")
     assert "broken.png" in problems_of(rejected(response))
     nothing_written(settings, pid)
+
+
+def test_an_insert_that_collides_with_a_concurrent_import_is_a_409(client, settings, admin_headers, monkeypatch):
+    """Two imports of the same content racing: the loser's duplicate check saw nothing, so its insert
+    hits the unique constraint. Simulated by blinding the duplicate check."""
+    from sqlalchemy import false
+
+    from app.services import items as service
+
+    pid = make_project(settings)
+    assert post_json(client, admin_headers, pid, {"split": "pool", "items": [{"text": "same"}]}).status_code == 201
+    monkeypatch.setattr(service, "_one_of", lambda column, values, dialect: false())
+    response = post_json(client, admin_headers, pid, {"split": "pool", "items": [{"text": "new"}, {"text": "same"}]})
+    assert response.status_code == 409 and "concurrent" in response.json()["error"]["message"]
+    assert counts(settings, pid) == (1, 0)
