@@ -77,7 +77,9 @@ def _import_read(result: service.ImportResult) -> ImportRead:
     status_code=201,
     response_model=ImportRead,
     summary="Import items from a JSON body",
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": ItemsImport.openapi_schema()}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": ItemsImport.openapi_schema()}}}
+    },
 )
 async def import_items(
     request: Request, project: ProjectDep, _admin: AdminDep, session: SessionDep, settings: SettingsDep
@@ -112,7 +114,9 @@ def _uploads(form: FormData) -> list[UploadedFile]:
             if not isinstance(value, UploadFile):
                 raise Unprocessable(f"invalid {name}", details=[{"field": name, "problem": f"'{name}' must be a file"}])
             uploads.append(
-                UploadedFile(filename=value.filename or "", content_type=value.content_type, file=value.file, size=value.size)
+                UploadedFile(
+                    filename=value.filename or "", content_type=value.content_type, file=value.file, size=value.size
+                )
             )
     return uploads
 

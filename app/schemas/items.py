@@ -20,7 +20,9 @@ class ItemIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    external_id: str | int | None = Field(None, description="Client's id, unique per project. Default: sha256 of the content.")
+    external_id: str | int | None = Field(
+        None, description="Client's id, unique per project. Default: sha256 of the content."
+    )
     text: str | None = Field(None, description="The text (text projects).")
     image_base64: str | None = Field(None, description="An encoded image file, base64 (image projects).")
     label: str | int | None = Field(

@@ -76,17 +76,26 @@ def no_blobs(settings) -> None:
 
 def test_unknown_class_in_each_text_path(client, settings, admin_headers):
     pid = make_project(settings)
-    body = {"split": "pool", "items": [{"text": "ok", "label": "pos"}, {"text": "b", "label": "meh"}, {"text": "c", "label": 5}]}
+    body = {
+        "split": "pool",
+        "items": [{"text": "ok", "label": "pos"}, {"text": "b", "label": "meh"}, {"text": "c", "label": 5}],
+    }
     found = problems_of(rejected(post_json(client, admin_headers, pid, body)))
     assert set(found) == {1, 2}
     assert "unknown class 'meh'" in found[1] and "out of range" in found[2]
 
     content = jsonl_bytes([{"text": "ok", "label": "neg"}, {"text": "x", "label": "Pos"}])
-    found = problems_of(rejected(upload(client, admin_headers, pid, {"file": ("a.jsonl", content, "application/x-ndjson")}, split="pool")))
+    found = problems_of(
+        rejected(
+            upload(client, admin_headers, pid, {"file": ("a.jsonl", content, "application/x-ndjson")}, split="pool")
+        )
+    )
     assert list(found) == [2] and "unknown class 'Pos'" in found[2]
 
     content = b"text,label\nfine,pos\nnot fine,neutral\n"
-    found = problems_of(rejected(upload(client, admin_headers, pid, {"file": ("a.csv", content, "text/csv")}, split="pool")))
+    found = problems_of(
+        rejected(upload(client, admin_headers, pid, {"file": ("a.csv", content, "text/csv")}, split="pool"))
+    )
     assert list(found) == [3] and "unknown class 'neutral'" in found[3]
     nothing_written(settings, pid)
 
@@ -94,16 +103,24 @@ def test_unknown_class_in_each_text_path(client, settings, admin_headers):
 def test_unknown_class_in_each_image_path(client, settings, admin_headers):
     pid = make_project(settings, modality="image")
     files = [("files", ("a.png", image_bytes(1), "image/png")), ("files", ("b.png", image_bytes(2), "image/png"))]
-    found = problems_of(rejected(upload(client, admin_headers, pid, files, split="pool", labels='{"a.png": "cat", "b.png": "fish"}')))
+    found = problems_of(
+        rejected(upload(client, admin_headers, pid, files, split="pool", labels='{"a.png": "cat", "b.png": "fish"}'))
+    )
     assert list(found) == ["b.png"] and "unknown class 'fish'" in found["b.png"]
 
     archive = zip_bytes({"cat/1.png": image_bytes(1), "fish/2.png": image_bytes(2), "fish/3.png": image_bytes(3)})
-    found = problems_of(rejected(upload(client, admin_headers, pid, {"file": ("a.zip", archive, "application/zip")}, split="pool")))
+    found = problems_of(
+        rejected(upload(client, admin_headers, pid, {"file": ("a.zip", archive, "application/zip")}, split="pool"))
+    )
     assert list(found) == ["fish/"] and "not a class" in found["fish/"]  # one problem per folder
 
     x = np.stack([pixels(i) for i in range(3)])
     data = npz_bytes(x=x, y=np.array([0, 3, -1]))
-    found = problems_of(rejected(upload(client, admin_headers, pid, {"file": ("a.npz", data, "application/octet-stream")}, split="pool")))
+    found = problems_of(
+        rejected(
+            upload(client, admin_headers, pid, {"file": ("a.npz", data, "application/octet-stream")}, split="pool")
+        )
+    )
     assert set(found) == {1, 2} and all("out of range" in p for p in found.values())
     nothing_written(settings, pid)
     no_blobs(settings)
@@ -126,14 +143,21 @@ def test_corrupt_images_are_rejected_before_any_blob_is_written(client, settings
     assert "not a readable image" in found["text.png"] and "corrupt" in found["cut.png"]
 
     archive = zip_bytes({"cat/good.png": good, "dog/cut.png": truncated})
-    found = problems_of(rejected(upload(client, admin_headers, pid, {"file": ("a.zip", archive, "application/zip")}, split="pool")))
+    found = problems_of(
+        rejected(upload(client, admin_headers, pid, {"file": ("a.zip", archive, "application/zip")}, split="pool"))
+    )
     assert list(found) == ["dog/cut.png"] and "corrupt" in found["dog/cut.png"]
 
-    body = {"split": "pool", "items": [{"image_base64": base64.b64encode(b"GIF89a garbage").decode()}, {"image_base64": "***"}]}
+    body = {
+        "split": "pool",
+        "items": [{"image_base64": base64.b64encode(b"GIF89a garbage").decode()}, {"image_base64": "***"}],
+    }
     found = problems_of(rejected(post_json(client, admin_headers, pid, body)))
     assert set(found) == {0, 1} and "base64" in found[1]
 
-    not_zip = upload(client, admin_headers, pid, {"file": ("a.zip", b"PK but not really", "application/zip")}, split="pool")
+    not_zip = upload(
+        client, admin_headers, pid, {"file": ("a.zip", b"PK but not really", "application/zip")}, split="pool"
+    )
     assert "not a readable zip" in problems_of(rejected(not_zip))["a.zip"]
     nothing_written(settings, pid)
     no_blobs(settings)
@@ -143,7 +167,17 @@ def test_over_size_items_and_images(limited_client, settings, admin_headers):
     client = limited_client(max_item_bytes=100, max_image_pixels=32 * 32)
     text_project = make_project(settings)
     content = jsonl_bytes([{"text": "short"}, {"text": "é" * 51}])  # 102 bytes of UTF-8
-    found = problems_of(rejected(upload(client, admin_headers, text_project, {"file": ("a.jsonl", content, "application/x-ndjson")}, split="pool")))
+    found = problems_of(
+        rejected(
+            upload(
+                client,
+                admin_headers,
+                text_project,
+                {"file": ("a.jsonl", content, "application/x-ndjson")},
+                split="pool",
+            )
+        )
+    )
     assert list(found) == [2] and "102 bytes, over the limit of 100" in found[2]
 
     image_project = make_project(settings, modality="image")
@@ -152,14 +186,30 @@ def test_over_size_items_and_images(limited_client, settings, admin_headers):
     found = problems_of(rejected(upload(client, admin_headers, image_project, files, split="pool")))
     assert "over the limit of 100" in found["big.png"]
     archive = zip_bytes({"cat/big.png": big})
-    found = problems_of(rejected(upload(client, admin_headers, image_project, {"file": ("a.zip", archive, "application/zip")}, split="pool")))
+    found = problems_of(
+        rejected(
+            upload(client, admin_headers, image_project, {"file": ("a.zip", archive, "application/zip")}, split="pool")
+        )
+    )
     assert "over the limit of 100" in found["cat/big.png"]
     x = pixels(1, (16, 16))[None]
-    found = problems_of(rejected(upload(client, admin_headers, image_project, {"file": ("a.npz", npz_bytes(x=x), "application/octet-stream")}, split="pool")))
+    found = problems_of(
+        rejected(
+            upload(
+                client,
+                admin_headers,
+                image_project,
+                {"file": ("a.npz", npz_bytes(x=x), "application/octet-stream")},
+                split="pool",
+            )
+        )
+    )
     assert "over the limit of 100" in found[0]
 
     wide = limited_client(max_image_pixels=15 * 15)
-    found = problems_of(rejected(upload(wide, admin_headers, image_project, [("files", ("w.png", big, "image/png"))], split="pool")))
+    found = problems_of(
+        rejected(upload(wide, admin_headers, image_project, [("files", ("w.png", big, "image/png"))], split="pool"))
+    )
     assert "16x16 pixels, over the limit of 225 pixels" in found["w.png"]
     nothing_written(settings)
 
@@ -175,7 +225,9 @@ def test_upload_over_the_limit_is_413(limited_client, settings, admin_headers):
     # A body sent in chunks declares no length: it is cut off once it passes the limit.
     body = json.dumps({"split": "pool", "items": [{"text": "x" * 500}] * 4}).encode()
     chunks = iter([body[i : i + 256] for i in range(0, len(body), 256)])
-    response = client.post(f"/projects/{pid}/items", content=chunks, headers=admin_headers | {"content-type": "application/json"})
+    response = client.post(
+        f"/projects/{pid}/items", content=chunks, headers=admin_headers | {"content-type": "application/json"}
+    )
     assert response.status_code == 413 and "body is over the limit of 1000 bytes" in response.json()["error"]["message"]
     nothing_written(settings)
 
@@ -199,7 +251,7 @@ def test_malformed_jsonl_lines_are_all_listed(client, settings, admin_headers):
             b'{"text": "\\ud800 lone surrogate"}',
             b'{"text": "x", "meta": "not an object"}',
             b'{"text": "x", "external_id": ""}',
-            b'\xff\xfe not utf-8',
+            b"\xff\xfe not utf-8",
         ]
     )
     response = upload(client, admin_headers, pid, {"file": ("a.jsonl", content, "application/x-ndjson")}, split="pool")
@@ -223,9 +275,17 @@ def test_malformed_jsonl_lines_are_all_listed(client, settings, admin_headers):
 
 def test_malformed_csv(client, settings, admin_headers):
     pid = make_project(settings)
-    no_text = upload(client, admin_headers, pid, {"file": ("a.csv", b"body,label\nhello,pos\n", "text/csv")}, split="pool")
+    no_text = upload(
+        client, admin_headers, pid, {"file": ("a.csv", b"body,label\nhello,pos\n", "text/csv")}, split="pool"
+    )
     assert "no 'text' column" in problems_of(rejected(no_text))[1]
-    ragged = upload(client, admin_headers, pid, {"file": ("a.csv", b"text,label\nhello,pos,extra\nfine,neg\n", "text/csv")}, split="pool")
+    ragged = upload(
+        client,
+        admin_headers,
+        pid,
+        {"file": ("a.csv", b"text,label\nhello,pos,extra\nfine,neg\n", "text/csv")},
+        split="pool",
+    )
     assert "3 fields, the header has 2" in problems_of(rejected(ragged))[2]
     empty = upload(client, admin_headers, pid, {"file": ("a.csv", b"", "text/csv")}, split="pool")
     assert "empty" in problems_of(rejected(empty))[1]
@@ -238,14 +298,19 @@ def test_malformed_npz(client, settings, admin_headers):
     pid = make_project(settings, modality="image")
 
     def send(data: bytes) -> str:
-        response = upload(client, admin_headers, pid, {"file": ("d.npz", data, "application/octet-stream")}, split="pool")
+        response = upload(
+            client, admin_headers, pid, {"file": ("d.npz", data, "application/octet-stream")}, split="pool"
+        )
         return problems_of(rejected(response))["d.npz"]
 
     assert "named 'x'" in send(npz_bytes(images=np.zeros((2, 4, 4), np.uint8)))
     assert "uint8" in send(npz_bytes(x=np.zeros((2, 4, 4), np.float32)))
     assert "shape" in send(npz_bytes(x=np.zeros((2, 4, 4, 2), np.uint8)))
     assert "'y' must have shape (2,)" in send(npz_bytes(x=np.zeros((2, 4, 4), np.uint8), y=np.array([0])))
-    assert "pickle" in send(npz_bytes(x=np.zeros((2, 4, 4), np.uint8), ids=np.array([{"a": 1}, None], dtype=object))).lower()
+    assert (
+        "pickle"
+        in send(npz_bytes(x=np.zeros((2, 4, 4), np.uint8), ids=np.array([{"a": 1}, None], dtype=object))).lower()
+    )
     assert "not a readable .npz" in send(b"garbage")
     nothing_written(settings, pid)
 
@@ -267,7 +332,9 @@ def test_wrong_content_types_are_415(client, settings, admin_headers):
         response = upload(client, admin_headers, project_id, {"file": file}, split="pool")
         assert response.status_code == 415, (file[0], response.text)
         assert file[0] in response.json()["error"]["message"]
-    response = client.post(f"/projects/{text_project}/items", content=b"text", headers=admin_headers | {"content-type": "text/plain"})
+    response = client.post(
+        f"/projects/{text_project}/items", content=b"text", headers=admin_headers | {"content-type": "text/plain"}
+    )
     assert response.status_code == 415
     response = client.post(f"/projects/{text_project}/items/upload", json={"split": "pool"}, headers=admin_headers)
     assert response.status_code == 415 and "multipart" in response.json()["error"]["message"]
@@ -278,16 +345,27 @@ def test_bad_split_missing_labels_and_bad_fields(client, settings, admin_headers
     pid = make_project(settings)
     found = problems_of(rejected(post_json(client, admin_headers, pid, {"split": "train", "items": [{"text": "a"}]})))
     assert "'pool' or 'test'" in found["split"]
-    no_split = upload(client, admin_headers, pid, {"file": ("a.jsonl", jsonl_bytes([{"text": "a"}]), "application/x-ndjson")})
+    no_split = upload(
+        client, admin_headers, pid, {"file": ("a.jsonl", jsonl_bytes([{"text": "a"}]), "application/x-ndjson")}
+    )
     assert "split" in problems_of(rejected(no_split))
 
     content = jsonl_bytes([{"text": "a", "label": "pos"}, {"text": "b"}, {"text": "c", "label": None}])
-    found = problems_of(rejected(upload(client, admin_headers, pid, {"file": ("t.jsonl", content, "application/x-ndjson")}, split="test")))
+    found = problems_of(
+        rejected(
+            upload(client, admin_headers, pid, {"file": ("t.jsonl", content, "application/x-ndjson")}, split="test")
+        )
+    )
     assert set(found) == {2, 3} and all("need a label" in p for p in found.values())
 
     assert "items" in rejected(post_json(client, admin_headers, pid, {"split": "pool"}))[0]["field"]
-    assert "nothing to import" in post_json(client, admin_headers, pid, {"split": "pool", "items": []}).json()["error"]["message"]
-    malformed = client.post(f"/projects/{pid}/items", content=b"{oops", headers=admin_headers | {"content-type": "application/json"})
+    assert (
+        "nothing to import"
+        in post_json(client, admin_headers, pid, {"split": "pool", "items": []}).json()["error"]["message"]
+    )
+    malformed = client.post(
+        f"/projects/{pid}/items", content=b"{oops", headers=admin_headers | {"content-type": "application/json"}
+    )
     assert "malformed JSON" in problems_of(rejected(malformed))["body"]
 
     image_project = make_project(settings, modality="image")
@@ -296,7 +374,14 @@ def test_bad_split_missing_labels_and_bad_fields(client, settings, admin_headers
     assert "labels" in problems_of(rejected(bad_labels))
     absent = upload(client, admin_headers, image_project, files, split="pool", labels='{"zzz.png": "cat"}')
     assert "zzz.png" in problems_of(rejected(absent))["labels"]
-    root_missing = upload(client, admin_headers, image_project, {"file": ("a.zip", zip_bytes({"cat/1.png": image_bytes(1)}), "application/zip")}, split="pool", root="nope")
+    root_missing = upload(
+        client,
+        admin_headers,
+        image_project,
+        {"file": ("a.zip", zip_bytes({"cat/1.png": image_bytes(1)}), "application/zip")},
+        split="pool",
+        root="nope",
+    )
     assert "'nope'" in problems_of(rejected(root_missing))["root"]
     text_in_image_project = post_json(client, admin_headers, image_project, {"split": "pool", "items": [{"text": "a"}]})
     assert "image project" in problems_of(rejected(text_in_image_project))[0]
@@ -305,9 +390,21 @@ def test_bad_split_missing_labels_and_bad_fields(client, settings, admin_headers
 
 def test_external_id_conflicts(client, settings, admin_headers):
     pid = make_project(settings)
-    assert post_json(client, admin_headers, pid, {"split": "pool", "items": [{"text": "first", "external_id": "a"}]}).status_code == 201
+    assert (
+        post_json(
+            client, admin_headers, pid, {"split": "pool", "items": [{"text": "first", "external_id": "a"}]}
+        ).status_code
+        == 201
+    )
 
-    body = {"split": "pool", "items": [{"text": "other", "external_id": "a"}, {"text": "x", "external_id": "b"}, {"text": "y", "external_id": "b"}]}
+    body = {
+        "split": "pool",
+        "items": [
+            {"text": "other", "external_id": "a"},
+            {"text": "x", "external_id": "b"},
+            {"text": "y", "external_id": "b"},
+        ],
+    }
     found = problems_of(rejected(post_json(client, admin_headers, pid, body)))
     assert set(found) == {0, 2}
     assert "already used by item" in found[0] and "repeated with other content" in found[2]
@@ -318,7 +415,9 @@ def test_a_conflict_found_after_earlier_batches_were_inserted_rolls_everything_b
     pid = make_project(settings)
     rows = [{"text": f"row {i}", "external_id": f"id-{i}", "label": "pos"} for i in range(2100)]
     rows.append({"text": "different content", "external_id": "id-3"})  # conflicts with row 4, 2,000+ rows back
-    response = upload(client, admin_headers, pid, {"file": ("a.jsonl", jsonl_bytes(rows), "application/x-ndjson")}, split="pool")
+    response = upload(
+        client, admin_headers, pid, {"file": ("a.jsonl", jsonl_bytes(rows), "application/x-ndjson")}, split="pool"
+    )
     found = problems_of(rejected(response))
     assert list(found) == [2101] and "'id-3'" in found[2101]
     nothing_written(settings, pid)

@@ -87,7 +87,9 @@ def test_jsonl_upload_reports_duplicates_inside_and_against_the_project(client, 
         {"text": "one"},  # repeats line 1 inside the upload
     ]
     content = jsonl_bytes(rows[:2]) + b"\n" + jsonl_bytes(rows[2:])  # a blank line is skipped
-    response = upload(client, admin_headers, pid, {"file": ("pool.jsonl", content, "application/x-ndjson")}, split="pool")
+    response = upload(
+        client, admin_headers, pid, {"file": ("pool.jsonl", content, "application/x-ndjson")}, split="pool"
+    )
     assert response.status_code == 201, response.text
     data = response.json()
     assert data["imported"] == 2 and data["labeled"] == 1
@@ -101,7 +103,9 @@ def test_jsonl_upload_reports_duplicates_inside_and_against_the_project(client, 
     assert {i.external_id: i.meta for i in items_of(settings, pid)}["x2"] == {"k": "v"}
 
     # The same file again: everything is a duplicate, nothing is added.
-    again = upload(client, admin_headers, pid, {"file": ("pool.jsonl", content, "application/octet-stream")}, split="pool")
+    again = upload(
+        client, admin_headers, pid, {"file": ("pool.jsonl", content, "application/octet-stream")}, split="pool"
+    )
     assert again.status_code == 201
     assert again.json()["imported"] == 0 and again.json()["duplicate_count"] == 4
     assert again.json()["item_ids_range"] is None
@@ -137,11 +141,15 @@ def test_test_split_import_requires_and_keeps_labels(client, settings, admin_hea
 
 def test_imports_follow_the_project_status(client, settings, admin_headers):
     active = make_project(settings, status=t.PROJECT_ACTIVE)
-    response = client.post(f"/projects/{active}/items", json={"split": "pool", "items": [{"text": "late"}]}, headers=admin_headers)
+    response = client.post(
+        f"/projects/{active}/items", json={"split": "pool", "items": [{"text": "late"}]}, headers=admin_headers
+    )
     assert response.status_code == 201  # joins the unlabeled pool of a running project
 
     done = make_project(settings, status=t.PROJECT_COMPLETED)
-    response = client.post(f"/projects/{done}/items", json={"split": "pool", "items": [{"text": "x"}]}, headers=admin_headers)
+    response = client.post(
+        f"/projects/{done}/items", json={"split": "pool", "items": [{"text": "x"}]}, headers=admin_headers
+    )
     assert response.status_code == 409
     assert "completed" in response.json()["error"]["message"]
     assert counts(settings, done) == (0, 0)
@@ -179,7 +187,10 @@ def test_image_files_upload_with_labels_and_content_round_trip(client, settings,
 def test_json_import_of_base64_images(client, settings, admin_headers):
     pid = make_project(settings, modality="image")
     data = image_bytes(5)
-    body = {"split": "test", "items": [{"image_base64": base64.b64encode(data).decode(), "label": "cat", "external_id": "img-5"}]}
+    body = {
+        "split": "test",
+        "items": [{"image_base64": base64.b64encode(data).decode(), "label": "cat", "external_id": "img-5"}],
+    }
     response = client.post(f"/projects/{pid}/items", json=body, headers=admin_headers)
     assert response.status_code == 201, response.text
     (item,) = items_of(settings, pid)
@@ -203,18 +214,28 @@ def test_zip_in_image_folder_layout(client, settings, admin_headers):
         "__MACOSX/cat/._1.png": b"resource fork",  # OS litter is skipped
         "dog/.DS_Store": b"junk",
     }
-    response = upload(client, admin_headers, pid, {"file": ("pool.zip", zip_bytes(members), "application/zip")}, split="pool")
+    response = upload(
+        client, admin_headers, pid, {"file": ("pool.zip", zip_bytes(members), "application/zip")}, split="pool"
+    )
     assert response.status_code == 201, response.text
     assert response.json()["imported"] == 5 and response.json()["labeled"] == 3
     labels = {i.meta["path"]: i.label for i in items_of(settings, pid)}
-    assert labels == {"cat/1.png": "cat", "cat/2.jpg": "cat", "dog/3.png": "dog", "unlabeled/4.png": None, "5.png": None}
+    assert labels == {
+        "cat/1.png": "cat",
+        "cat/2.jpg": "cat",
+        "dog/3.png": "dog",
+        "unlabeled/4.png": None,
+        "5.png": None,
+    }
     assert len(annotations_of(settings, pid)) == 3
 
 
 def test_zip_wrapper_folders_are_skipped_when_unambiguous_and_root_picks_a_folder(client, settings, admin_headers):
     pid = make_project(settings, modality="image")
     wrapped = {"cifar/train/cat/1.png": image_bytes(11), "cifar/train/bird/2.png": image_bytes(12)}
-    response = upload(client, admin_headers, pid, {"file": ("w.zip", zip_bytes(wrapped), "application/zip")}, split="pool")
+    response = upload(
+        client, admin_headers, pid, {"file": ("w.zip", zip_bytes(wrapped), "application/zip")}, split="pool"
+    )
     assert response.status_code == 201, response.text
     assert sorted(i.label for i in items_of(settings, pid)) == ["bird", "cat"]
 
@@ -245,7 +266,13 @@ def test_npz_with_labels_and_ids_is_stored_as_lossless_png(client, settings, adm
         x = x[..., None]
     y = np.array([0, 2, 1, 2])
     ids = np.array(["s0", "s1", "s2", "s3"])
-    response = upload(client, admin_headers, pid, {"file": ("d.npz", npz_bytes(x=x, y=y, ids=ids), "application/octet-stream")}, split="test")
+    response = upload(
+        client,
+        admin_headers,
+        pid,
+        {"file": ("d.npz", npz_bytes(x=x, y=y, ids=ids), "application/octet-stream")},
+        split="test",
+    )
     assert response.status_code == 201, response.text
     assert response.json()["imported"] == 4 and response.json()["labeled"] == 4
     items = items_of(settings, pid)
@@ -260,7 +287,9 @@ def test_npz_with_labels_and_ids_is_stored_as_lossless_png(client, settings, adm
 def test_npz_without_labels_imports_an_unlabeled_pool(client, settings, admin_headers):
     pid = make_project(settings, modality="image")
     x = np.stack([pixels(i, (4, 4), 1) for i in range(3)] + [pixels(0, (4, 4), 1)])  # last repeats the first
-    response = upload(client, admin_headers, pid, {"file": ("pool.npz", npz_bytes(x=x), "application/octet-stream")}, split="pool")
+    response = upload(
+        client, admin_headers, pid, {"file": ("pool.npz", npz_bytes(x=x), "application/octet-stream")}, split="pool"
+    )
     assert response.status_code == 201, response.text
     data = response.json()
     assert data["imported"] == 3 and data["labeled"] == 0
@@ -279,7 +308,11 @@ def test_item_metadata_and_keyset_listing(client, settings, admin_headers, make_
         json={"split": "pool", "items": [{"text": f"t{i}", "label": "pos" if i % 2 else None} for i in range(5)]},
         headers=admin_headers,
     )
-    client.post(f"/projects/{pid}/items", json={"split": "test", "items": [{"text": "q", "label": "neg"}]}, headers=admin_headers)
+    client.post(
+        f"/projects/{pid}/items",
+        json={"split": "test", "items": [{"text": "q", "label": "neg"}]},
+        headers=admin_headers,
+    )
     reader = make_key("annotator")
 
     seen, after = [], None
@@ -292,7 +325,9 @@ def test_item_metadata_and_keyset_listing(client, settings, admin_headers, make_
             break
     assert len(seen) == 6 and [i["id"] for i in seen] == sorted(i["id"] for i in seen)
 
-    pool_unlabeled = client.get(f"/projects/{pid}/items", params={"split": "pool", "labeled": "false"}, headers=reader).json()
+    pool_unlabeled = client.get(
+        f"/projects/{pid}/items", params={"split": "pool", "labeled": "false"}, headers=reader
+    ).json()
     assert [i["external_id"] for i in pool_unlabeled["items"]] == [sha("t0"), sha("t2"), sha("t4")]
     labeled = client.get(f"/projects/{pid}/items", params={"labeled": "true"}, headers=reader).json()["items"]
     assert sorted(i["label"] for i in labeled) == ["neg", "pos", "pos"]

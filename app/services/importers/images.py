@@ -313,9 +313,7 @@ def iter_npz(
             external_id = None
             if ids is not None:
                 external_id = int(ids[i]) if ids.dtype.kind in "iu" else str(ids[i])
-            yield RawRow(
-                ref={"row": i}, pixels=x[i], label=label, external_id=external_id, extra={"npz_index": i}
-            )
+            yield RawRow(ref={"row": i}, pixels=x[i], label=label, external_id=external_id, extra={"npz_index": i})
 
 
 def _check_x(shape: tuple[int, ...], dtype: np.dtype, max_pixels: int, max_array_bytes: int) -> str | None:

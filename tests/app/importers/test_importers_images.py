@@ -20,7 +20,17 @@ def split(items):
     return [r for r in items if isinstance(r, RawRow)], [p for p in items if isinstance(p, Problem)]
 
 
-@pytest.mark.parametrize("fmt,mime", [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("GIF", "image/gif"), ("BMP", "image/bmp"), ("WEBP", "image/webp"), ("TIFF", "image/tiff")])
+@pytest.mark.parametrize(
+    "fmt,mime",
+    [
+        ("PNG", "image/png"),
+        ("JPEG", "image/jpeg"),
+        ("GIF", "image/gif"),
+        ("BMP", "image/bmp"),
+        ("WEBP", "image/webp"),
+        ("TIFF", "image/tiff"),
+    ],
+)
 def test_inspect_image_names_the_format(fmt, mime):
     assert inspect_image(image_bytes(1, fmt), max_pixels=1000) == mime
 
@@ -62,7 +72,10 @@ def test_image_files_with_labels_and_size_limit():
         UploadedFile("c.png", "image/png", io.BytesIO(b"C" * 10), 10),
     ]
     rows, problems = split(iter_image_files(files, labels={"a.png": "dog", "gone.png": "cat"}, max_item_bytes=20))
-    assert [(r.ref["file"], r.label, r.extra) for r in rows] == [("a.png", "dog", {"filename": "a.png"}), ("c.png", None, {"filename": "c.png"})]
+    assert [(r.ref["file"], r.label, r.extra) for r in rows] == [
+        ("a.png", "dog", {"filename": "a.png"}),
+        ("c.png", None, {"filename": "c.png"}),
+    ]
     assert [p.ref for p in problems] == [{"file": "b.png"}, {"field": "labels"}]
     assert "50 bytes" in problems[0].problem and "gone.png" in problems[1].problem
 
@@ -100,7 +113,9 @@ def test_zip_layout_labels_and_skips():
     ],
 )
 def test_zip_root_resolution(members, root, expected):
-    rows, problems = split(iter_zip(io.BytesIO(zip_bytes(members)), name="z.zip", classes=CLASSES, max_item_bytes=100, root=root))
+    rows, problems = split(
+        iter_zip(io.BytesIO(zip_bytes(members)), name="z.zip", classes=CLASSES, max_item_bytes=100, root=root)
+    )
     assert problems == []
     assert [(r.label, r.data) for r in rows] == expected
 

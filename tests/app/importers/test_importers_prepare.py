@@ -13,7 +13,9 @@ from app.services.importers import ImportContext, Prepared, Problem, RawRow, che
 from tests.app.importers.fixtures import image_bytes, pixels
 
 TEXT = ImportContext(modality="text", classes=("neg", "pos"), split="pool", max_item_bytes=50, max_image_pixels=100)
-IMAGE = ImportContext(modality="image", classes=("cat", "dog"), split="pool", max_item_bytes=10_000, max_image_pixels=100)
+IMAGE = ImportContext(
+    modality="image", classes=("cat", "dog"), split="pool", max_item_bytes=10_000, max_image_pixels=100
+)
 
 
 def test_resolve_label():
@@ -21,7 +23,13 @@ def test_resolve_label():
     assert resolve_label(1, ("neg", "pos")) == "pos"
     assert resolve_label(np.int64(0), ("neg", "pos")) == "neg"
     assert resolve_label(None, ("neg", "pos")) is None
-    for bad, message in ((2, "out of range"), (-1, "out of range"), ("Pos", "unknown class"), (True, "not True"), (1.0, "float")):
+    for bad, message in (
+        (2, "out of range"),
+        (-1, "out of range"),
+        ("Pos", "unknown class"),
+        (True, "not True"),
+        (1.0, "float"),
+    ):
         with pytest.raises(ValueError, match=message):
             resolve_label(bad, ("neg", "pos"))
 
@@ -82,7 +90,11 @@ json_values = st.recursive(
 
 
 @hypothesis_settings(max_examples=200, deadline=None)
-@given(text=st.one_of(st.none(), st.text(max_size=60), st.integers()), label=st.one_of(st.none(), st.text(max_size=4), st.integers(-3, 3)), meta=json_values)
+@given(
+    text=st.one_of(st.none(), st.text(max_size=60), st.integers()),
+    label=st.one_of(st.none(), st.text(max_size=4), st.integers(-3, 3)),
+    meta=json_values,
+)
 def test_prepare_never_raises_and_accepts_only_storable_rows(text, label, meta):
     result = prepare(RawRow(ref={"row": 0}, text=text, label=label, meta=meta), TEXT)
     assert isinstance(result, (Prepared, Problem))

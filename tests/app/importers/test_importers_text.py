@@ -13,7 +13,10 @@ def rows_and_problems(items):
 
 
 def test_jsonl_rows_keep_their_line_numbers_and_blank_lines_are_skipped():
-    data = b'\xef\xbb\xbf{"text": "a", "label": "pos"}\n\n  \n{"text": "b", "external_id": 7, "meta": {"k": 1}}\r\n{"text": "c"}'
+    data = (
+        b'\xef\xbb\xbf{"text": "a", "label": "pos"}\n\n  \n'
+        b'{"text": "b", "external_id": 7, "meta": {"k": 1}}\r\n{"text": "c"}'
+    )
     rows, problems = rows_and_problems(iter_jsonl(io.BytesIO(data), max_line_bytes=1000))
     assert problems == []
     assert [(r.ref["row"], r.text, r.label, r.external_id, r.meta) for r in rows] == [
