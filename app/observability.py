@@ -63,6 +63,7 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x",
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's copy of the message with terminal colour codes
 }
 
 
@@ -76,10 +77,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        # "-" is the text format's placeholder (_ContextFilter), not an id.
         request_id = getattr(record, "request_id", None) or request_id_var.get()
-        if request_id:
+        if request_id and request_id != "-":
             entry["request_id"] = request_id
-        job_id = getattr(record, "job_id", None) or job_id_var.get()
+        job_id = getattr(record, "job_id", None)
+        job_id = job_id_var.get() if job_id in (None, "-") else job_id
         if job_id is not None:
             entry["job_id"] = job_id
         for key, value in vars(record).items():

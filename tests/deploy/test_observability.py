@@ -252,7 +252,7 @@ def test_json_logs_one_object_per_line_with_ids(client, json_logs):  # client fi
         raise ValueError("boom")
     except ValueError:
         logger.exception("failed")
-    logging.getLogger("uvicorn.error").info("server line")
+    logging.getLogger("uvicorn.error").info("server line", extra={"color_message": "\x1b[36mserver line\x1b[0m"})
     client.get("/projects/5", headers={"X-Request-ID": "req-json-1"})
 
     entries = lines(json_logs)
@@ -264,7 +264,8 @@ def test_json_logs_one_object_per_line_with_ids(client, json_logs):  # client fi
     assert "job_id" not in outside and "request_id" not in outside
     failed = next(e for e in entries if e["message"] == "failed")
     assert failed["level"] == "ERROR" and "ValueError: boom" in failed["exc_info"]
-    assert any(e["logger"] == "uvicorn.error" and e["message"] == "server line" for e in entries)
+    server_line = next(e for e in entries if e["logger"] == "uvicorn.error" and e["message"] == "server line")
+    assert "color_message" not in server_line  # terminal colour codes have no place in a log collector
     # Switched off stays off: not rerouted to the root (pytest may hang capture handlers on it).
     assert logging.getLogger("uvicorn.access").propagate is False
     access = next(e for e in entries if e.get("logger") == "svp.access" and e.get("request_id") == "req-json-1")
@@ -297,3 +298,28 @@ def test_bind_job_id_tags_every_line_of_a_job(json_logs):
     assert entries["step of 41"]["job_id"] == 41
     assert entries["step of 42"]["job_id"] == 42
     assert "job_id" not in entries["between jobs"]  # the binding ends with the job, even when it raised
+
+
+def test_text_logs_show_the_ids_when_nothing_else_configured_logging(tmp_path):
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    root.handlers[:] = []  # a bare process, as a worker or uvicorn leaves the root logger
+    buffer = io.StringIO()
+    try:
+        handler = configure_logging(Settings(data_dir=tmp_path, log_level="INFO", _env_file=None), stream=buffer)
+        assert handler is not None
+        logger = logging.getLogger("svp.text")
+        with log_context(request_id="r-1", job_id=9):
+            logger.info("inside")
+        logger.info("outside")
+        logger.debug("too detailed")  # below SVP_LOG_LEVEL
+        # Building an app while a host configured logging leaves the host's handlers alone.
+        root.handlers[:] = [logging.NullHandler()]
+        assert configure_logging(Settings(data_dir=tmp_path, _env_file=None)) is None
+        assert len(root.handlers) == 1
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+    inside, outside = buffer.getvalue().splitlines()
+    assert inside.endswith("INFO svp.text [req=r-1 job=9] inside")
+    assert outside.endswith("INFO svp.text [req=- job=-] outside")
