@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -133,6 +134,8 @@ class NativeStack:
     def start(self) -> NativeStack:
         from app.db.migrate import upgrade
 
+        # Something else answering /ready on this port would pass for our api: refuse up front.
+        _check_port_free(self.host, self.port)
         log.info("migrating %s", _redact(self.settings.resolved_database_url))
         upgrade(self.settings.resolved_database_url)
         env = {**settings_env(self.settings), **self.extra_env}
@@ -233,6 +236,16 @@ class NativeStack:
             return ""
         tail = path.read_bytes().decode("utf-8", "replace").splitlines()[-lines:]
         return f"\n--- last lines of {path} ---\n" + "\n".join(tail)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        # As uvicorn binds: a port left in TIME_WAIT by an earlier run is free, a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0" if host in ("", "::") else host, port))
+        except OSError as exc:
+            raise NativeStackError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -151,6 +151,17 @@ def test_a_child_that_dies_at_start_fails_fast_and_is_reported(tmp_path):
     assert time.monotonic() - started < 30
 
 
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path):
+    settings = Settings(data_dir=tmp_path, broker_url=REDIS_URL, _env_file=None)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        stack = NativeStack(settings, port=taken.getsockname()[1])
+        with pytest.raises(NativeStackError, match="cannot serve on"):
+            stack.start()
+    assert stack.processes == {}
+
+
 # ------------------------------------------------------------------------------- the live stack
 
 
