@@ -55,8 +55,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svp", description="SVP labeling service")
-    sub = parser.add_subparsers(dest="command", required=True)
+    add_api_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
 
+
+def add_api_commands(sub) -> None:
+    """The commands that need only the api (no torch): db, keys, serve. ``svp.cli`` adds the rest."""
     db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="migrate the database to the latest schema").set_defaults(func=_db_upgrade)
 
@@ -72,7 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default=None, choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=_serve)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
