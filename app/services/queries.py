@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.db import tables as t
 from app.db.base import utcnow
-from app.services.rounds import current_round, is_sqlite, write_lock
+from app.services.rounds import is_sqlite, write_lock
 
 STATUS_OK = "ok"
 STATUS_SELECTING = "selecting"
@@ -88,8 +88,12 @@ def lease_next(
     if project.status != t.PROJECT_ACTIVE:
         status, reason = _PROJECT_REASONS.get(project.status, (STATUS_FAILED, f"project is {project.status}"))
         return LeaseBatch(round=project.current_round, status=status, reason=reason)
-    round_ = current_round(session, project=project)
-    if round_ is None or round_.status != t.ROUND_OPEN:
+    index = project.current_round
+    # Only the status is needed on this hot path; loading the whole round row (JSON metrics) is not.
+    status = None if index is None else session.scalar(
+        select(t.Round.status).where(t.Round.project_id == project.id, t.Round.index == index)
+    )
+    if status != t.ROUND_OPEN:
         return LeaseBatch(
             round=project.current_round,
             status=STATUS_SELECTING,
@@ -100,7 +104,7 @@ def lease_next(
     expires = now + timedelta(seconds=lease_seconds)
     in_round = [
         t.Query.project_id == project.id,
-        t.Query.round_index == round_.index,
+        t.Query.round_index == index,
         t.Query.labeled_at.is_(None),
     ]
     # Renew what the caller already holds first: a retried call gets the same items back.
@@ -117,7 +121,7 @@ def lease_next(
             session, conditions=[*in_round, free], limit=limit - len(rows), annotator=annotator, expires=expires
         )
     if not rows:
-        return _nothing_free(session, round_)
+        return _nothing_free(session, project.id, index)
     items = {
         item_id: (external_id, text)
         for item_id, external_id, text in session.execute(
@@ -136,27 +140,27 @@ def lease_next(
         )
         for item_id, rank, score in sorted(rows, key=lambda row: row[1])
     ]
-    return LeaseBatch(round=round_.index, status=STATUS_OK, items=leased)
+    return LeaseBatch(round=index, status=STATUS_OK, items=leased)
 
 
-def _nothing_free(session: Session, round_: t.Round) -> LeaseBatch:
+def _nothing_free(session: Session, project_id: int, index: int) -> LeaseBatch:
     unlabeled = session.scalar(
         select(t.Query.id)
         .where(
-            t.Query.project_id == round_.project_id,
-            t.Query.round_index == round_.index,
+            t.Query.project_id == project_id,
+            t.Query.round_index == index,
             t.Query.labeled_at.is_(None),
         )
         .limit(1)
     )
     if unlabeled is not None:
         return LeaseBatch(
-            round=round_.index,
+            round=index,
             status=STATUS_ALL_LEASED,
-            reason=f"every unlabeled item of round {round_.index} is leased to another annotator",
+            reason=f"every unlabeled item of round {index} is leased to another annotator",
         )
     # Everything is labeled: the round is completing; the next one is being selected.
-    return LeaseBatch(round=round_.index, status=STATUS_SELECTING, reason=f"round {round_.index} is complete")
+    return LeaseBatch(round=index, status=STATUS_SELECTING, reason=f"round {index} is complete")
 
 
 def release(session: Session, *, project: t.Project, annotator: str, item_ids: list[int]) -> list[int]:
