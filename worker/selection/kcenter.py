@@ -117,10 +117,13 @@ def k_centers(
     n, d = x.shape
     dtype = np.float32 if x.dtype in (np.float16, np.float32) else np.float64
     x = np.ascontiguousarray(x, dtype=dtype)
-    if x.size and not np.isfinite(x).all():
+    if not _all_finite(x):
         raise ValueError("features contain NaN or infinite values")
 
-    init = np.asarray(initial, dtype=np.int64).ravel() if np.size(initial) else np.empty(0, np.int64)
+    if initial is None or np.size(initial) == 0:
+        init = np.empty(0, dtype=np.int64)
+    else:
+        init = np.asarray(initial, dtype=np.int64).ravel()
     if init.size and (init.min() < 0 or init.max() >= n):
         raise ValueError(f"initial indices must lie in [0, {n})")
     init = np.unique(init)
@@ -152,6 +155,17 @@ def k_centers(
     if device is not None:
         return _torch_greedy(x, k, init, pickable, first, device, rows)
     return _numpy_greedy(x, k, init, pickable, first, rows)
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    # One float64 sum is NaN/inf if any element is, without an n×d boolean temporary; only an
+    # overflowing sum of huge finite values needs the element-wise check, row block by row block.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = x.sum(dtype=np.float64)
+    if np.isfinite(total):
+        return True
+    rows = _rows_per_block(x.shape[1], None)
+    return all(np.isfinite(x[lo : lo + rows]).all() for lo in range(0, x.shape[0], rows))
 
 
 def _rows_per_block(d: int, chunk_size: int | None) -> int:
@@ -334,7 +348,7 @@ def _torch_greedy(
     import torch  # only here: the numpy path and app/ must not need torch
 
     dev = torch.device(device)
-    xt = torch.as_tensor(x, device=dev).to(torch.float32)
+    xt = torch.from_numpy(x).to(device=dev, dtype=torch.float32)
     n = xt.shape[0]
 
     def sq_to(c: torch.Tensor) -> torch.Tensor:

@@ -170,6 +170,12 @@ def test_k_zero_and_bad_input():
         k_centers(np.zeros(4), k=1)
     with pytest.raises(ValueError, match="NaN"):
         k_centers(np.array([[0.0], [np.nan]]), k=1)
+    with pytest.raises(ValueError, match="infinite"):
+        k_centers(np.array([[0.0], [-np.inf]], dtype=np.float32), k=1)
+    # Huge but finite values overflow a plain sum: still accepted.
+    big = np.full((3, 1), 1e308)
+    assert k_centers(big, k=1, initial=[0]).picks.tolist() == [1]
+    assert k_centers(x, k=1, initial=None).picks.shape == (1,)
     with pytest.raises(ValueError, match="initial"):
         k_centers(x, k=1, initial=[4])
     with pytest.raises(ValueError, match="candidates"):
