@@ -115,7 +115,13 @@ def require_global_admin(principal: AdminDep) -> Principal:
 GlobalAdminDep = Annotated[Principal, Depends(require_global_admin)]
 
 
-def get_project(session: SessionDep, principal: PrincipalDep, project_id: Annotated[int, Path(ge=1)]) -> t.Project:
+# Ids are 32-bit integer columns: a larger id in a path is a 422, not a database error (a 500 on PostgreSQL).
+MAX_ID = 2**31 - 1
+
+
+def get_project(
+    session: SessionDep, principal: PrincipalDep, project_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+) -> t.Project:
     """The project named in the path, after checking the key may see it."""
     principal.check_project(project_id)
     project = session.get(t.Project, project_id)

@@ -10,10 +10,11 @@ from pydantic import Field, model_validator
 from app.schemas.common import ReadModel, RequestModel
 
 MAX_BULK_LABELS = 1000
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns; larger values would fail in the database, not here
 
 
 class LabelCreate(RequestModel):
-    item_id: int | None = Field(None, ge=1, description="The service's item id; or give external_id.")
+    item_id: int | None = Field(None, ge=1, le=MAX_ID, description="The service's item id; or give external_id.")
     external_id: str | None = Field(None, min_length=1, max_length=512, description="The client's item id.")
     label: str = Field(min_length=1, max_length=200, description="One of the project's classes.")
     meta: dict[str, Any] | None = Field(None, description="Free-form data kept with the annotation.")

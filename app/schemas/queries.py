@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import Field
 
 from app.schemas.common import ReadModel, RequestModel
+from app.schemas.labels import MAX_ID
 
 LEASE_STATUSES = ("ok", "selecting", "all_leased", "training_target", "completed", "not_started", "failed")
 
@@ -30,7 +32,7 @@ class LeaseResponse(ReadModel):
 
 
 class ReleaseRequest(RequestModel):
-    item_ids: list[int] = Field(min_length=1, max_length=1000, description="Items whose lease the caller gives back.")
+    item_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=1000, description="Items whose lease the caller gives back.")
 
 
 class ReleaseResponse(ReadModel):

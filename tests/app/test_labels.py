@@ -199,3 +199,15 @@ def test_history_of_another_projects_item_is_not_found(client, url, started):
     pid, _, _, alice, _ = started
     _, other_pool, _ = make_project(url, pool=3)
     assert_error(client.get(f"/projects/{pid}/items/{other_pool[0]}/labels", headers=alice), 404, "not_found")
+
+
+def test_ids_beyond_the_column_range_are_422_not_500(client, url, started, admin_headers):
+    pid, _, _, alice, _ = started
+    huge = 2**40
+    assert_error(client.post(f"/projects/{pid}/labels", headers=alice, json={"item_id": huge, "label": "cat"}), 422, "validation_error")
+    assert_error(client.post(f"/projects/{pid}/labels/bulk", headers=alice, json={"labels": [{"item_id": huge, "label": "cat"}]}), 422, "validation_error")
+    assert_error(client.post(f"/projects/{pid}/queries/release", headers=alice, json={"item_ids": [huge]}), 422, "validation_error")
+    assert_error(client.delete(f"/projects/{pid}/labels/{huge}", headers=admin_headers), 422, "validation_error")
+    assert_error(client.get(f"/projects/{pid}/items/{huge}/labels", headers=alice), 422, "validation_error")
+    assert_error(client.get(f"/projects/{huge}/queries/next", headers=admin_headers), 422, "validation_error")
+    _nothing_written(url, pid, 0)
