@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from app.schemas.common import ReadModel, RequestModel
+from app.services.importers.prepare import check_json_value
 
 MAX_BULK_LABELS = 1000
 MAX_ID = 2**31 - 1  # ids are 32-bit integer columns; larger values would fail in the database, not here
@@ -18,6 +19,14 @@ class LabelCreate(RequestModel):
     external_id: str | None = Field(None, min_length=1, max_length=512, description="The client's item id.")
     label: str = Field(min_length=1, max_length=200, description="One of the project's classes.")
     meta: dict[str, Any] | None = Field(None, description="Free-form data kept with the annotation.")
+
+    @field_validator("external_id", "label", "meta")
+    @classmethod
+    def _storable(cls, value: Any, info) -> Any:
+        # NUL characters, lone surrogates, NaN: the database would refuse them (a 500 on PostgreSQL).
+        if value is not None:
+            check_json_value(value, what=info.field_name)
+        return value
 
     @model_validator(mode="after")
     def _one_reference(self) -> LabelCreate:
@@ -30,6 +39,13 @@ class BulkLabelEntry(LabelCreate):
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200, description="Replaying an entry with the same key writes nothing new."
     )
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _storable_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_json_value(value, what="idempotency_key")
+        return value
 
 
 class BulkLabelCreate(RequestModel):

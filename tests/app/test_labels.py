@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
@@ -210,4 +212,22 @@ def test_ids_beyond_the_column_range_are_422_not_500(client, url, started, admin
     assert_error(client.delete(f"/projects/{pid}/labels/{huge}", headers=admin_headers), 422, "validation_error")
     assert_error(client.get(f"/projects/{pid}/items/{huge}/labels", headers=alice), 422, "validation_error")
     assert_error(client.get(f"/projects/{huge}/queries/next", headers=admin_headers), 422, "validation_error")
+    _nothing_written(url, pid, 0)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"external_id": "pool\x00-1", "label": "cat"},
+        {"item_id": 1, "label": "cat", "meta": {"note": "a\x00b"}},
+        {"item_id": 1, "label": "cat", "meta": {"x": float("nan")}},
+        {"item_id": 1, "label": "ca\ud800t"},
+        {"item_id": 1, "label": "cat", "idempotency_key": "k\x00"},
+    ],
+)
+def test_values_the_database_cannot_store_are_422(client, url, started, entry):
+    pid, _, _, alice, _ = started
+    body = json.dumps({"labels": [entry]}, allow_nan=True).encode()
+    response = client.post(f"/projects/{pid}/labels/bulk", headers={**alice, "Content-Type": "application/json"}, content=body)
+    assert_error(response, 422, "validation_error")
     _nothing_written(url, pid, 0)
