@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 RANDOM_STRATEGY = "random"
 TIMING_KEYS = ("train_s", "inference_s", "ranking_s", "total_s")
+ID_CHUNK = 10_000
 
 
 # -- locking helpers (shared by the queries and labels services) ---------------------------------
@@ -329,14 +330,18 @@ def open_round(
     item_ids = [int(item_id) for item_id, _ in picks]
     if len(set(item_ids)) != len(item_ids):
         raise Unprocessable("picks contain the same item more than once")
-    found = {
-        item_id: at
-        for item_id, at in session.execute(
-            select(t.Item.id, t.Item.labeled_at).where(
-                t.Item.project_id == project_id, t.Item.split == t.SPLIT_POOL, t.Item.id.in_(item_ids)
-            )
+    found: dict[int, Any] = {}
+    # In chunks: a round can hold more items than a statement may have parameters (SQLite 32766,
+    # PostgreSQL 65535), e.g. 10% of an ImageNet-sized pool.
+    for start in range(0, len(item_ids), ID_CHUNK):
+        chunk = item_ids[start : start + ID_CHUNK]
+        found.update(
+            session.execute(
+                select(t.Item.id, t.Item.labeled_at).where(
+                    t.Item.project_id == project_id, t.Item.split == t.SPLIT_POOL, t.Item.id.in_(chunk)
+                )
+            ).all()
         )
-    }
     missing = [item_id for item_id in item_ids if item_id not in found]
     if missing:
         raise Unprocessable(

@@ -226,3 +226,20 @@ def test_racing_annotators_make_one_next_round(app, url, admin_headers, make_key
     assert [(r.index, r.status) for r in _rounds(url, pid)] == [(0, "completed"), (1, "selecting")]
     assert [(j.type, j.params) for j in _jobs(url, pid)] == [("select_round", {"round_index": 1})]
     assert count(url, t.Annotation, t.Annotation.project_id == pid) == n
+
+
+def test_open_round_with_more_picks_than_a_statement_has_parameters(client, url, admin_headers, make_key, monkeypatch):
+    """Publishing looks the picks up in chunks; a small chunk size exercises the same path cheaply."""
+    import app.services.rounds as rounds_service
+
+    monkeypatch.setattr(rounds_service, "ID_CHUNK", 7)
+    pid, pool, _ = make_project(url, pool=60, schedule={"initial": 5, "rounds": [30], "budget": 50})
+    _start(client, pid, admin_headers)
+    alice = make_key("annotator", "alice", pid)
+    round0 = [q.item_id for q in queries_of(url, pid, 0)]
+    _label_all(client, pid, alice, round0)
+    rest = [i for i in pool if i not in round0][:30]
+    with pytest.raises(Unprocessable):  # a bad id in the last chunk is still found
+        _publish(url, pid, 1, [(i, None) for i in rest[:-1]] + [(999999, None)])
+    _publish(url, pid, 1, [(i, float(n)) for n, i in enumerate(rest)])
+    assert [q.item_id for q in queries_of(url, pid, 1)] == rest
