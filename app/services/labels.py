@@ -241,7 +241,11 @@ def add_labels(
     now = utcnow()
     outcomes: list[LabelOutcome] = []
     touched_round = False
+    written_keys: dict[str | None, t.Annotation] = {}
     for entry, item, previous in plan:
+        if previous is None and entry.idempotency_key in written_keys:  # the same key twice in one request
+            previous = written_keys[entry.idempotency_key]
+            _replay_of_key(entry, previous, item)
         if previous is None and item.label == entry.label:
             latest = _latest_annotation(session, item.id)
             if latest is not None and latest.annotator == annotator and latest.label == entry.label:
@@ -252,7 +256,7 @@ def add_labels(
         annotation = _write(session, project, item, entry, annotator, now)
         touched_round = touched_round or annotation.round_index == project.current_round
         if entry.idempotency_key is not None:
-            previous_by_key[entry.idempotency_key] = annotation
+            written_keys[entry.idempotency_key] = annotation
         outcomes.append(LabelOutcome(annotation=annotation, item=item, replayed=False))
     session.flush()
     if touched_round and project.status == t.PROJECT_ACTIVE:

@@ -163,6 +163,16 @@ def test_bulk_is_all_or_nothing(client, url, started):
     _nothing_written(url, pid, 3)
     assert_error(client.post(f"/projects/{pid}/labels/bulk", headers=alice, json={"labels": []}), 422, "validation_error")
 
+    # One key twice in a request: the same entry is written once; a different one is a conflict
+    # that rolls the whole request back.
+    twice = [{"item_id": round0[3], "label": "cat", "idempotency_key": "t"}] * 2
+    response = client.post(f"/projects/{pid}/labels/bulk", headers=alice, json={"labels": twice})
+    assert [r["replayed"] for r in response.json()["labels"]] == [False, True]
+    _nothing_written(url, pid, 4)
+    clash = [{"item_id": round0[4], "label": "cat", "idempotency_key": "u"}, {"item_id": round0[4], "label": "dog", "idempotency_key": "u"}]
+    assert_error(client.post(f"/projects/{pid}/labels/bulk", headers=alice, json={"labels": clash}), 409, "conflict", "'u'")
+    _nothing_written(url, pid, 4)
+
 
 def test_retraction_reopens_the_query(client, url, started, admin_headers):
     pid, _, tests, alice, round0 = started
