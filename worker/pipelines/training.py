@@ -12,6 +12,7 @@ import numpy as np
 from app.config import Settings
 from app.storage import BlobStore
 from worker.jobs import JobContext
+from worker.training.learner import make_learner  # imports torch now, not inside a timed section
 
 
 def take(inputs, mask_or_positions):
@@ -27,8 +28,6 @@ def input_shape(inputs) -> tuple[int, ...] | None:
 
 
 def fit_learner(ctx: JobContext, spec: dict[str, Any], project, inputs, labels, *, phase: str = "training", forgetting=None):
-    from worker.training.learner import make_learner
-
     configure_torch_threads(ctx.settings.torch_threads)
     learner = make_learner(
         spec, modality=project.modality, num_classes=project.num_classes, input_shape=input_shape(inputs),
