@@ -116,7 +116,9 @@ GlobalAdminDep = Annotated[Principal, Depends(require_global_admin)]
 
 
 # Ids are 32-bit integer columns: a larger id in a path is a 422, not a database error (a 500 on PostgreSQL).
-MAX_ID = 2**31 - 1
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns
+# A row id in a path: out-of-range values are a 422 here, not a database error (a 500) later.
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def get_project(

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from app.deps import AdminDep, PrincipalDep, ProjectDep, SessionDep, SettingsDep
+from app.deps import AdminDep, PrincipalDep, ProjectDep, SessionDep, SettingsDep, PathId
 from app.errors import ERROR_RESPONSES, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.schemas.items import UPLOAD_OPENAPI_SCHEMA, ImportRead, ItemPage, ItemRead, ItemsImport, Split
 from app.services import items as service
@@ -188,7 +188,7 @@ def list_items(
 
 
 @router.get("/projects/{project_id}/items/{item_id}", response_model=ItemRead, summary="Item metadata")
-def get_item(project: ProjectDep, _principal: PrincipalDep, session: SessionDep, item_id: int) -> Any:
+def get_item(project: ProjectDep, _principal: PrincipalDep, session: SessionDep, item_id: PathId) -> Any:
     return service.get_item(session, project_id=project.id, item_id=item_id)
 
 
@@ -199,7 +199,7 @@ def get_item(project: ProjectDep, _principal: PrincipalDep, session: SessionDep,
     responses={200: {"content": {"text/plain": {}, "image/*": {}}}},
 )
 def get_item_content(
-    request: Request, project: ProjectDep, _principal: PrincipalDep, session: SessionDep, item_id: int
+    request: Request, project: ProjectDep, _principal: PrincipalDep, session: SessionDep, item_id: PathId
 ) -> Response:
     item = service.get_item(session, project_id=project.id, item_id=item_id)
     content = service.item_content(item=item, blobs=request.app.state.blobs)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 
 from app.db import tables as t
-from app.deps import AdminDep, PrincipalDep, ProjectDep, SessionDep
+from app.deps import AdminDep, PrincipalDep, ProjectDep, SessionDep, PathId
 from app.errors import ERROR_RESPONSES, error_body
 from app.schemas.jobs import JobRead, JobStatus, JobType
 from app.services import jobs as service
@@ -23,7 +23,7 @@ CONFLICT = {
 }
 
 
-def get_job(session: SessionDep, principal: PrincipalDep, job_id: Annotated[int, Path(ge=1)]) -> t.Job:
+def get_job(session: SessionDep, principal: PrincipalDep, job_id: PathId) -> t.Job:
     """The job in the path, after checking the key may see its project."""
     job = service.get_job(session, job_id=job_id)
     principal.check_project(job.project_id)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, status
 
-from app.deps import GlobalAdminDep, SessionDep
+from app.deps import GlobalAdminDep, SessionDep, PathId
 from app.errors import ERROR_RESPONSES
 from app.schemas.keys import KeyCreate, KeyCreated, KeyRead
 from app.services import keys as service
@@ -37,5 +36,5 @@ def list_keys(_admin: GlobalAdminDep, session: SessionDep) -> list[KeyRead]:
     description="The key stops working at once; the row stays for the record. Revoking twice is harmless.",
     response_model=KeyRead,
 )
-def revoke_key(key_id: Annotated[int, Path(ge=1)], _admin: GlobalAdminDep, session: SessionDep) -> KeyRead:
+def revoke_key(key_id: PathId, _admin: GlobalAdminDep, session: SessionDep) -> KeyRead:
     return KeyRead.model_validate(service.revoke_api_key(session, key_id=key_id))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response, status
+from fastapi import APIRouter, Header, Response, status
 
-from app.deps import AdminDep, PrincipalDep, ProjectDep, SessionDep
+from app.deps import AdminDep, PrincipalDep, ProjectDep, SessionDep, PathId
 from app.errors import ERROR_RESPONSES, error_body
-from app.schemas.labels import MAX_ID, AnnotationRead, BulkLabelCreate, BulkLabelResponse, LabelCreate, LabelRead, LabelResponse
+from app.schemas.labels import AnnotationRead, BulkLabelCreate, BulkLabelResponse, LabelCreate, LabelRead, LabelResponse
 from app.services import labels as service
 from app.services.labels import LabelInput, LabelOutcome
 
@@ -95,7 +95,7 @@ def create_labels_bulk(
     responses=CONFLICT,
 )
 def retract_label(
-    item_id: Annotated[int, Path(ge=1, le=MAX_ID)], project: ProjectDep, admin: AdminDep, session: SessionDep
+    item_id: PathId, project: ProjectDep, admin: AdminDep, session: SessionDep
 ) -> Response:
     service.retract_label(session, project=project, item_id=item_id, annotator=admin.name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -107,5 +107,5 @@ def retract_label(
     description="Every annotation, newest first; a null label is a retraction.",
     response_model=list[AnnotationRead],
 )
-def label_history(item_id: Annotated[int, Path(ge=1, le=MAX_ID)], project: ProjectDep, session: SessionDep) -> list[AnnotationRead]:
+def label_history(item_id: PathId, project: ProjectDep, session: SessionDep) -> list[AnnotationRead]:
     return [AnnotationRead.model_validate(a) for a in service.label_history(session, project=project, item_id=item_id)]

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
 from app.db import tables as t
-from app.deps import ProjectDep, SessionDep
+from app.deps import ProjectDep, SessionDep, PathId
 from app.errors import ERROR_RESPONSES, NotFound
 from app.services.export import export_csv, export_jsonl
 from app.services.learning_curve import learning_curve
@@ -61,7 +61,7 @@ def list_artifacts(project: ProjectDep, session: SessionDep, role: Literal["prox
 
 
 @router.get("/projects/{project_id}/artifacts/{artifact_id}/download", summary="Download a model checkpoint")
-def download_artifact(project: ProjectDep, session: SessionDep, request: Request, artifact_id: int) -> FileResponse:
+def download_artifact(project: ProjectDep, session: SessionDep, request: Request, artifact_id: PathId) -> FileResponse:
     artifact = session.get(t.ModelArtifact, artifact_id)
     if artifact is None or artifact.project_id != project.id:
         raise NotFound(f"artifact {artifact_id} does not exist in project {project.id}")
