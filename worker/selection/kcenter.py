@@ -153,7 +153,7 @@ def k_centers(
 
     rows = _rows_per_block(d, chunk_size)
     if device is not None:
-        return _torch_greedy(x, k, init, pickable, first, device, rows)
+        return _torch_greedy(x, k, init, pickable, first, device, rows, chunk_size)
     return _numpy_greedy(x, k, init, pickable, first, rows)
 
 
@@ -344,12 +344,16 @@ def _torch_greedy(
     first: int,
     device: Any,
     rows: int,
+    chunk_size: int | None,
 ) -> KCentersResult:
     import torch  # only here: the numpy path and app/ must not need torch
 
     dev = torch.device(device)
     xt = torch.from_numpy(x).to(device=dev, dtype=torch.float32)
     n = xt.shape[0]
+    if chunk_size is None and dev.type != "cpu":
+        # Accelerator memory is plentiful and each chunk costs kernel launches: one pass per step.
+        rows = max(rows, (1 << 26) // max(x.shape[1], 1))
 
     def sq_to(c: torch.Tensor) -> torch.Tensor:
         out = torch.empty(n, dtype=torch.float32, device=dev)
