@@ -117,7 +117,11 @@ def _select(project, *, k, probs, features, labeled, seed):
         project.strategy, k=k, probs=probs, features=features, labeled_mask=labeled, seed=seed
     )
     indices = np.asarray(indices, dtype=np.int64)
-    scores = [None] * len(indices) if scores is None else list(np.asarray(scores, dtype=np.float64))
+    # Random picks have no score (NaN) and a first k-centers pick from nothing scores inf: neither
+    # survives JSON, so they are stored as NULL.
+    scores = [None] * len(indices) if scores is None else [
+        float(s) if np.isfinite(s) else None for s in np.asarray(scores, dtype=np.float64)
+    ]
     if np.any(labeled[indices]):
         raise AssertionError("selection returned an already labeled item")
     return indices, scores
