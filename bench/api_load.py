@@ -22,9 +22,7 @@ import http.client
 import json
 import logging
 import os
-import platform
 import random
-import re
 import socket
 import subprocess
 import sys
@@ -46,12 +44,11 @@ from app.db import tables as t  # noqa: E402
 from app.db.migrate import upgrade  # noqa: E402
 from app.db.session import get_engine, session_scope  # noqa: E402
 from app.services.keys import create_api_key  # noqa: E402
+from bench._common import machine, write_section  # noqa: E402
 
 log = logging.getLogger("bench.api_load")
 
 PG_ADMIN_URL = os.environ.get("SVP_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- api-load:begin -->", "<!-- api-load:end -->"
 CLASSES = ["negative", "positive"]
 GOALS = {"next_p99_ms": 25.0, "labels_per_s": 500.0}
 
@@ -180,22 +177,6 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
     ms = np.asarray(values) * 1000
     return {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)}
-
-
-def machine() -> dict[str, str]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = "%.1f / %.1f / %.1f" % os.getloadavg()
-    except OSError:
-        load = "unknown"
-    return {"nproc": str(os.cpu_count()), "cpu": model, "python": platform.python_version(), "loadavg": load}
 
 
 def phase(port: int, keys: list[str], pid: int, think: float, warmup: float, duration: float) -> dict:
@@ -338,7 +319,6 @@ def summary(result: dict) -> str:
 
 def write_docs(result: dict, notes: str) -> None:
     section = "\n".join([
-        BEGIN,
         "## API load (`bench/api_load.py`)",
         "",
         f"{result['date']}; {result['nproc']} CPUs ({result['cpu']}), PostgreSQL {result['postgres']}, "
@@ -355,15 +335,8 @@ def write_docs(result: dict, notes: str) -> None:
         "",
         "Reproduce: `.venv/bin/python bench/api_load.py` (PostgreSQL at `SVP_BENCH_POSTGRES_URL`, "
         "default `postgresql+psycopg://postgres@127.0.0.1:5432/postgres`).",
-        END,
     ])
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        current = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: section, current, flags=re.S)
-    else:
-        current = current.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(current)
+    write_section("api-load", section)
 
 
 def _phase_spec(value: str) -> tuple[int, float]:

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -45,8 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- kcenter:begin -->", "<!-- kcenter:end -->"
+from bench._common import cpu_model, write_section  # noqa: E402
+
 FULL = [(50_000, 64, 5_000, 1_000), (50_000, 256, 1_000, 1_000)]  # (n, d, b, |s|)
 QUICK = [(10_000, 64, 1_000, 200), (10_000, 256, 300, 200)]
 VARIANTS = ("reference", "plain", "ours", "torch")
@@ -214,16 +213,6 @@ def precision_check(seed: int) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def fmt_mb(b: int | None) -> str:
     return "n/a" if b is None else f"{b / 2**20:,.0f}"
 
@@ -317,7 +306,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def write_docs(machine: str, table: str, precision: str, summary: str) -> None:
     section = "\n".join([
-        BEGIN,
         "## Greedy k-centers (`bench/kcenter.py`)",
         "",
         machine,
@@ -351,15 +339,8 @@ def write_docs(machine: str, table: str, precision: str, summary: str) -> None:
         "- The machine's 2 CPUs were shared with other developers' test runs while this ran (see the load "
         "averages): absolute times are noisy, ratios come from one side-by-side run.",
         "- Reproduce: `.venv/bin/python bench/kcenter.py --data gauss,clustered` (`--quick`: n = 10,000).",
-        END,
     ])
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        current = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: section, current, flags=re.S)
-    else:
-        current = current.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(current)
+    write_section("kcenter", section)
 
 
 if __name__ == "__main__":
