@@ -20,7 +20,7 @@ from app.queue import bind_dispatcher
 from app.security import ROLE_ADMIN, hash_secret
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -65,6 +65,17 @@ class Principal:
             raise Forbidden(f"this key is scoped to project {self.project_id}")
 
 
+def _end_lookup(session: Session) -> None:
+    """End the lookup's read transaction, giving its connection back to the pool.
+
+    FastAPI runs each sync dependency and the handler in separate thread-pool turns; a request that
+    kept its connection while waiting for a thread could, under load, hold every pooled connection
+    while the threads that would finish requests wait for one. Loaded objects stay usable
+    (``expire_on_commit=False``); handlers that need a consistent view lock what they change.
+    """
+    session.commit()
+
+
 def _presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
     if x_api_key:
         return x_api_key.strip()
@@ -89,13 +100,15 @@ def get_principal(
     key = session.scalar(select(t.ApiKey).where(t.ApiKey.key_hash == hash_secret(secret)))
     if key is None or key.revoked_at is not None:
         raise Unauthorized("unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(key_id=key.id, name=key.name, role=key.role, project_id=key.project_id)
+    principal = Principal(key_id=key.id, name=key.name, role=key.role, project_id=key.project_id)
+    _end_lookup(session)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_admin(principal: PrincipalDep) -> Principal:
+async def require_admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise Forbidden("this route needs an admin key")
     return principal
@@ -104,7 +117,7 @@ def require_admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
-def require_global_admin(principal: AdminDep) -> Principal:
+async def require_global_admin(principal: AdminDep) -> Principal:
     """Admin routes that reach beyond one project (keys, creating projects) need an unscoped key:
     a project-scoped admin must not mint an unscoped key for itself."""
     if principal.project_id is not None:
@@ -115,9 +128,8 @@ def require_global_admin(principal: AdminDep) -> Principal:
 GlobalAdminDep = Annotated[Principal, Depends(require_global_admin)]
 
 
-# Ids are 32-bit integer columns: a larger id in a path is a 422, not a database error (a 500 on PostgreSQL).
-MAX_ID = 2**31 - 1  # ids are 32-bit integer columns
-# A row id in a path: out-of-range values are a 422 here, not a database error (a 500) later.
+# Ids are 32-bit integer columns: a larger id in a path is a 422 here, not a database error (a 500) later.
+MAX_ID = 2**31 - 1
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
@@ -129,6 +141,7 @@ def get_project(
     project = session.get(t.Project, project_id)
     if project is None:
         raise NotFound(f"project {project_id} does not exist")
+    _end_lookup(session)
     return project
 
 

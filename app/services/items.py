@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, any_, bindparam, insert, literal, select
+from sqlalchemy import ColumnElement, any_, bindparam, insert, literal, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -252,6 +252,11 @@ def _write_all(
     result = ImportResult(split=ctx.split)
     problems = _Problems()
     batch: list[Prepared] = []
+    if session.connection().dialect.name == "postgresql":
+        # The per-batch lookups run as prepared statements; after five runs PostgreSQL may switch
+        # to a generic plan made while the table looked empty (a sequential scan), and a large
+        # import then slows down quadratically. Custom plans keep using the unique indexes.
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     for row in rows():
         prepared = row if isinstance(row, Problem) else prepare(row, ctx, decode=False)
         if isinstance(prepared, Problem):  # the input changed between the passes; stay all-or-nothing
