@@ -252,7 +252,9 @@ def test_json_logs_one_object_per_line_with_ids(client, json_logs):  # client fi
         raise ValueError("boom")
     except ValueError:
         logger.exception("failed")
-    logging.getLogger("uvicorn.error").info("server line", extra={"color_message": "\x1b[36mserver line\x1b[0m"})
+    # Warning level: a server started earlier in the same test session (log_level="warning") leaves
+    # uvicorn's loggers at that level, and info lines would be dropped before any formatter saw them.
+    logging.getLogger("uvicorn.error").warning("server line", extra={"color_message": "\x1b[36mserver line\x1b[0m"})
     client.get("/projects/5", headers={"X-Request-ID": "req-json-1"})
 
     entries = lines(json_logs)
