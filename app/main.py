@@ -11,7 +11,7 @@ from app.db.session import get_sessionmaker
 from app.errors import install_error_handlers
 from app.observability import install_observability
 from app.queue import CeleryDispatcher
-from app.routers import coresets, health, items, jobs, keys, labels, projects, queries, reports, rounds
+from app.routers import coresets, health, items, jobs, keys, label_studio, labels, projects, queries, reports, rounds
 from app.storage import BlobStore
 
 API_DESCRIPTION = """
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, dispatcher=None) -> FastAPI:
     app.state.dispatcher = dispatcher
     install_error_handlers(app)
     install_observability(app, settings)  # logs, request ids, /metrics registry
-    for module in (health, keys, projects, items, labels, queries, rounds, jobs, reports, coresets):
+    for module in (health, keys, projects, items, labels, queries, rounds, jobs, reports, coresets, label_studio):
         app.include_router(module.router)
     return app
 

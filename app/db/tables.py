@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -247,3 +248,46 @@ class ApiKey(Base):
     project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Prediction(Base):
+    """The proxy's predicted class and confidence (max probability) for every pool item, written by
+    the ``select_round`` job in the transaction that publishes its round. Only the latest round's
+    rows are kept: they are what annotation tools read (Label Studio's pre-annotations and the
+    least-confidence order of the items outside the current batch)."""
+
+    __tablename__ = "prediction"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), primary_key=True)
+    round_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"), primary_key=True)
+    class_index: Mapped[int] = mapped_column(Integer)  # index into project.classes
+    confidence: Mapped[float] = mapped_column(Float)
+
+
+class LabelStudioLink(Base):
+    """What the last Label Studio ``/setup`` call told the service about the Label Studio project
+    connected to this one: its label config, and where (with which token) to fetch task media."""
+
+    __tablename__ = "label_studio_link"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), primary_key=True)
+    ls_project: Mapped[str | None] = mapped_column(String(200), default=None)
+    hostname: Mapped[str | None] = mapped_column(String(2048), default=None)
+    access_token: Mapped[str | None] = mapped_column(Text, default=None)  # never returned by any route
+    label_config: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LabelStudioTask(Base):
+    """Label Studio task id -> item. Several tasks may share one item (same content: the import
+    deduplicates by content), so the mapping cannot live on ``item.external_id`` alone."""
+
+    __tablename__ = "label_studio_task"
+    __table_args__ = (UniqueConstraint("project_id", "task_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(BigInteger)
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

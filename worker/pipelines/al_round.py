@@ -11,6 +11,7 @@ import numpy as np
 
 from app.db import tables as t
 from app.db.session import session_scope
+from app.services.label_studio.predictions import store_predictions
 from app.services.rounds import open_round
 from app.services.schedule import round_size
 from worker.jobs import JobContext, mark_finished
@@ -67,7 +68,10 @@ def run(ctx: JobContext) -> None:
         metrics.update({f"proxy_{key}": value for key, value in learner.evaluate(test_inputs, test.labels).items()})
     ctx.check_cancelled()
     artifact = save_learner(ctx.settings, learner)
-    _publish(ctx, project, round_index, picks, timings, metrics, artifact)
+    # The proxy's class and confidence for the whole pool, published with the round: annotation
+    # tools read them (Label Studio's pre-annotations and its least-confidence order).
+    predictions = (pool.ids, probs.argmax(axis=1), probs.max(axis=1))
+    _publish(ctx, project, round_index, picks, timings, metrics, artifact, predictions)
 
 
 def _publish_random(ctx: JobContext, project, pool, round_index: int, k: int) -> None:
@@ -81,8 +85,8 @@ def _publish_random(ctx: JobContext, project, pool, round_index: int, k: int) ->
 
 
 def _publish(ctx: JobContext, project, round_index: int, picks, timings: dict, metrics: dict,
-             artifact: tuple[str, int] | None) -> None:
-    """Queries, proxy artifact and job status in one transaction."""
+             artifact: tuple[str, int] | None, predictions=None) -> None:
+    """Queries, proxy artifact, pool predictions and job status in one transaction."""
     with session_scope(ctx.settings.resolved_database_url) as session:
         # Publishing refuses a round that is not "selecting" any more, so a job that runs twice
         # (re-delivered after a crash) never writes the queries twice.
@@ -95,6 +99,10 @@ def _publish(ctx: JobContext, project, round_index: int, picks, timings: dict, m
             metrics=metrics,
             selector={"role": "proxy", **project.proxy},
         )
+        if predictions is not None:
+            item_ids, class_indices, confidences = predictions
+            store_predictions(session, project_id=project.id, round_index=round_index, item_ids=item_ids,
+                              class_indices=class_indices, confidences=confidences)
         if artifact is not None:
             session.add(
                 t.ModelArtifact(
