@@ -3,20 +3,19 @@ the migrations run down to base and back up to head."""
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from app.db import tables  # noqa: F401  (registers every table on Base.metadata)
 from app.db.base import Base
 from app.db.migrate import ROOT, alembic_config, upgrade
 from app.db.session import get_engine
-from tests.conftest import PG_ADMIN_URL, _pg_url
+from tests.conftest import fresh_postgres_database
 
 
 def drift(url: str) -> list:
@@ -55,18 +54,8 @@ def fresh_url(request, tmp_path):
         yield url
         get_engine(url).dispose()
         return
-    name = f"svp_migrate_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = _pg_url(name)
-    try:
+    with fresh_postgres_database("svp_migrate") as url:
         yield url
-    finally:
-        get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def app_tables(url: str) -> set[str]:

@@ -22,13 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, text
 
 from app.config import Settings
-from app.db.session import get_engine, session_scope
+from app.db.session import session_scope
 from app.services.keys import create_api_key
 from svp.native import NativeStack, NativeStackError, gpu_assignment, settings_env
-from tests.conftest import PG_ADMIN_URL, _pg_url
+from tests.conftest import fresh_postgres_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -48,18 +47,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def fresh_database() -> Iterator[str]:
     """A PostgreSQL database of its own, empty (the runner migrates it), dropped afterwards."""
-    name = f"svp_native_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = _pg_url(name)
-    try:
+    with fresh_postgres_database("svp_native") as url:
         yield url
-    finally:
-        get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def stack_settings(database_url: str, data_dir: Path) -> Settings:
