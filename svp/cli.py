@@ -11,6 +11,7 @@ from pathlib import Path
 
 from app.cli import add_api_commands
 from app.config import Settings
+from svp.coreset_cli import add_coreset_command
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -130,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.set_defaults(func=_up)
+
+    add_coreset_command(sub)
     return parser
 
 
