@@ -42,6 +42,7 @@ def celery_settings(pg_url, tmp_path) -> Settings:
         job_heartbeat_s=0.5,
         job_stale_s=4,
         reconcile_interval_s=1,
+        torch_threads=1,
         _env_file=None,
     )
 
@@ -56,6 +57,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         SVP_JOB_HEARTBEAT_S=str(settings.job_heartbeat_s),
         SVP_JOB_STALE_S=str(settings.job_stale_s),
         SVP_RECONCILE_INTERVAL_S=str(settings.reconcile_interval_s),
+        SVP_TORCH_THREADS=str(settings.torch_threads or ""),
         OMP_NUM_THREADS="1",
     )
     return env

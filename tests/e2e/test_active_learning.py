@@ -52,22 +52,43 @@ def check_complete_run(settings: Settings, outcome, dataset) -> None:
     assert not outcome.errors
 
 
-@pytest.mark.parametrize("strategy", ["least_confidence", "kcenters"])
-def test_celery_worker_runs_the_whole_loop(celery_settings, start_worker, digits, strategy):
+def selected_external_ids(settings: Settings) -> list[list[str]]:
+    """Each round's queries as external ids, in rank order (comparable across databases)."""
+    with session_scope(settings.resolved_database_url) as session:
+        rows = session.execute(
+            select(t.Query.round_index, t.Item.external_id)
+            .join(t.Item, t.Item.id == t.Query.item_id)
+            .order_by(t.Query.round_index, t.Query.rank)
+        ).all()
+    rounds: dict[int, list[str]] = {}
+    for index, external_id in rows:
+        rounds.setdefault(index, []).append(external_id)
+    return [rounds[i] for i in sorted(rounds)]
+
+
+def test_celery_worker_runs_the_whole_loop_with_k_centers(celery_settings, start_worker, digits):
     start_worker()
     with running_service(celery_settings) as base_url:
         outcome = run_experiment(
             base_url, admin_secret(celery_settings), digits,
-            Experiment(f"e2e-{strategy}", PROXY, TARGET, strategy, SCHEDULE, seed=1), timeout_s=300,
+            Experiment("e2e-kcenters", PROXY, TARGET, "kcenters", SCHEDULE, seed=1), timeout_s=300,
         )
     check_complete_run(celery_settings, outcome, digits)
 
 
-def test_embedded_mode_runs_the_whole_loop(tmp_path, digits):
-    settings = Settings(data_dir=tmp_path / "embedded", database_url=None, broker_url=None, _env_file=None)
-    with running_service(settings) as base_url:
-        outcome = run_experiment(
-            base_url, admin_secret(settings), digits,
-            Experiment("e2e-embedded", PROXY, TARGET, "least_confidence", SCHEDULE, seed=1), timeout_s=300,
-        )
-    check_complete_run(settings, outcome, digits)
+def test_celery_and_embedded_run_the_whole_loop_with_the_same_selections(celery_settings, start_worker, digits, tmp_path):
+    experiment = Experiment("e2e-least-confidence", PROXY, TARGET, "least_confidence", SCHEDULE, seed=1)
+    start_worker()
+    with running_service(celery_settings) as base_url:
+        through_celery = run_experiment(base_url, admin_secret(celery_settings), digits, experiment, timeout_s=300)
+    check_complete_run(celery_settings, through_celery, digits)
+
+    embedded = Settings(data_dir=tmp_path / "embedded", database_url=None, broker_url=None, torch_threads=1,
+                        _env_file=None)
+    with running_service(embedded) as base_url:
+        in_process = run_experiment(base_url, admin_secret(embedded), digits, experiment, timeout_s=300)
+    check_complete_run(embedded, in_process, digits)
+
+    # The same task code on the same labels and seeds: the same items asked in the same order.
+    assert selected_external_ids(embedded) == selected_external_ids(celery_settings)
+    assert in_process.target_accuracy == pytest.approx(through_celery.target_accuracy)
