@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Request
+from sqlalchemy.orm import Session
 from sqlalchemy import select
 
 from app.db import tables as t
@@ -34,11 +36,13 @@ from app.schemas.label_studio import (
 from app.security import hash_secret
 from app.services.label_studio import backend, webhook
 from app.services.label_studio.scoring import current_model_version
+from app.services.label_studio.sync import VersionSync, target_of
 from app.services.label_studio.tasks import TaskIn
 
 router = APIRouter(prefix="/ls/{project_id}", tags=["label-studio"], responses=ERROR_RESPONSES)
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="svp"'}
+_SYNC_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,38 @@ def get_caller(
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def _version_sync(request: Request) -> VersionSync:
+    with _SYNC_LOCK:
+        state = getattr(request.app.state, "label_studio_sync", None)
+        if state is None:
+            state = request.app.state.label_studio_sync = VersionSync()
+        return state
+
+
+def _keep_in_step(
+    request: Request, background: BackgroundTasks, session: Session, project: t.Project, *, new_tasks: bool
+) -> None:
+    """After the answer is sent, bring the Label Studio project to the current model version (and
+    predict new tasks); while a round is being selected, watch for it and sync once it is
+    published. Only when the last /setup told where Label Studio is (services.label_studio.sync)."""
+    target = target_of(backend.get_link(session, project_id=project.id))
+    if target is None:
+        return
+    version, selecting = backend.standing(session, project_id=project.id)
+    sync = _version_sync(request)
+    if selecting:
+        if sync.claim(project.id, version, follow=True):
+            sessionmaker = request.app.state.sessionmaker
+
+            def standing() -> tuple[str, bool]:
+                with sessionmaker() as fresh:
+                    return backend.standing(fresh, project_id=project.id)
+
+            background.add_task(sync.follow, project.id, version, target, standing)
+    elif sync.claim(project.id, version, new_tasks=new_tasks):
+        background.add_task(sync.run, project.id, version, target)
 
 
 @router.get("/health", summary="Label Studio: is the backend up", response_model=HealthResponse)
@@ -150,11 +186,17 @@ def predict(body: PredictRequest, caller: CallerDep, session: SessionDep, settin
     summary="Label Studio: webhook events",
     description="ANNOTATION_CREATED / ANNOTATION_UPDATED record the label (idempotent), ANNOTATIONS_DELETED "
     "retracts it, TASKS_CREATED imports tasks, START_TRAINING starts the project or advances its round (the proxy "
-    "retrains in a queued job). Other events are acknowledged with status `ignored`. Answers at once.",
+    "retrains in a queued job). Other events are acknowledged with status `ignored`. Answers at once; then, in the "
+    "background, moves the Label Studio project to the current model version (retrieving predictions first).",
     response_model=WebhookResponse,
 )
 def receive_webhook(
-    body: WebhookRequest, caller: CallerDep, session: SessionDep, settings: SettingsDep, request: Request
+    body: WebhookRequest,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    background: BackgroundTasks,
 ) -> WebhookResponse:
     outcome = webhook.handle_webhook(
         session,
@@ -164,4 +206,5 @@ def receive_webhook(
         blobs=request.app.state.blobs,
         settings=settings,
     )
+    _keep_in_step(request, background, session, caller.project, new_tasks=outcome.status == "imported")
     return WebhookResponse(status=outcome.status, action=outcome.action, message=outcome.message, details=outcome.details)

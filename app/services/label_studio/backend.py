@@ -15,6 +15,7 @@ from app.errors import Conflict
 from app.services.label_studio.config import ChoicesConfig, check_against_project, parse_label_config
 from app.services.label_studio.media import MediaSource
 from app.services.label_studio.scoring import LAST, current_model_version, score_items
+from app.services.rounds import current_round
 from app.services.label_studio.tasks import TaskIn, resolve_tasks
 from app.storage import BlobStore
 
@@ -105,3 +106,13 @@ def predict(
         result = [] if scored.class_index is None else [config.result(classes[scored.class_index])]
         predictions.append(TaskPrediction(result=result, score=scored.score))
     return version, predictions
+
+
+def standing(session: Session, *, project_id: int) -> tuple[str, bool]:
+    """(current model version, whether a round is being selected: a new version is coming)."""
+    project = session.get(t.Project, project_id, populate_existing=True)
+    if project is None:
+        return "", False
+    round_ = current_round(session, project=project)
+    selecting = project.status == t.PROJECT_ACTIVE and round_ is not None and round_.status == t.ROUND_SELECTING
+    return current_model_version(session, project=project), selecting

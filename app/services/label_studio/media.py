@@ -51,7 +51,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
 
 
-def _authorization(token: str) -> str:
+def authorization_header(token: str) -> str:
     # Label Studio's legacy tokens go as "Token <key>"; personal access tokens are JWTs (three
     # dot-separated parts) and go as a bearer token.
     return f"Bearer {token}" if token.count(".") == 2 else f"Token {token}"
@@ -83,7 +83,7 @@ def fetch_image(value: str, source: MediaSource, *, max_bytes: int, timeout: flo
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     if same_host and source.access_token:
         # Unredirected: a redirect (e.g. to presigned storage) must not carry Label Studio's token.
-        request.add_unredirected_header("Authorization", _authorization(source.access_token))
+        request.add_unredirected_header("Authorization", authorization_header(source.access_token))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
             data = response.read(max_bytes + 1)
