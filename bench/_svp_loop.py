@@ -44,6 +44,7 @@ class RoundRecord:
 class ReferenceRun:
     experiment: Experiment
     wall_s: float
+    cpu_s: float  # CPU time of the whole process (every thread) during the run
     labeled_positions: np.ndarray
     target_accuracy: float
     target_train_s: float
@@ -66,7 +67,7 @@ def run_reference(dataset: Dataset, experiment: Experiment, *, threads: int | No
     pool_x, test_x = as_model_inputs(dataset.pool_x), as_model_inputs(dataset.test_x)
     modality, num_classes = dataset.modality, len(dataset.classes)
     seed, schedule, n = experiment.seed, experiment.schedule, len(dataset.pool_y)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
 
     labels = np.full(n, -1, dtype=np.int64)
     first = draw_initial_sample(list(range(n)), size=round_size(schedule, round_index=0, pool_size=n, labeled=0),
@@ -95,8 +96,8 @@ def run_reference(dataset: Dataset, experiment: Experiment, *, threads: int | No
     target.fit(take(pool_x, labeled), labels[labeled])
     target_train_s = time.perf_counter() - t0
     accuracy = target.evaluate(test_x, dataset.test_y)["accuracy"]
-    return ReferenceRun(experiment, time.perf_counter() - started, np.flatnonzero(labeled), accuracy,
-                        target_train_s, records)
+    return ReferenceRun(experiment, time.perf_counter() - started, time.process_time() - cpu_started,
+                        np.flatnonzero(labeled), accuracy, target_train_s, records)
 
 
 def _round(experiment: Experiment, index: int, k: int, pool_x, labels: np.ndarray, labeled: np.ndarray, test_x,
