@@ -69,7 +69,7 @@ class Case:
 # The targets are slow on CPU (a step of 128 takes preact164 or VDCNN29 ~15-20 s on one core), so they
 # get a few timed steps; the proxies run twice (before and after their target) and get more.
 FULL = {c.arch: c for c in [
-    Case("preact20", "cifar10", 128, 8, 2048), Case("preact164", "cifar10", 128, 5, 512),
+    Case("preact20", "cifar10", 128, 8, 1024), Case("preact164", "cifar10", 128, 5, 256),
     Case("mlp", "fashion", 64, 40, 4096), Case("tinycnn", "fashion", 64, 40, 4096),
     Case("fasttext", "ag_news", 0, 0, 7600), Case("vdcnn9", "ag_news", 128, 3, 256),
     Case("vdcnn29", "ag_news", 128, 3, 256),
@@ -367,14 +367,13 @@ def threads_check(case: Case, data: Data, threads: tuple[int, int], device: str,
     weigh on both: what ``--threads`` changes on this machine at this moment."""
     import torch
 
-    small = Case(case.arch, case.data, case.batch_size, 2, 0)
     steps: dict[int, list[float]] = {n: [] for n in threads}
     before = torch.get_num_threads()
     try:
         for n in threads * 2:
             torch.set_num_threads(n)
             result = Result(case.arch, case.data, case.batch_size)
-            run_torch(small, data, result, device, seed)
+            run_torch(case, data, result, device, seed)
             steps[n] += result.step_s
     finally:
         torch.set_num_threads(before)
@@ -536,7 +535,7 @@ def findings(results: dict[str, Result], rows: list[dict[str, Any]], meta: dict[
             text += (f". In a profiled step, convolutions (forward and backward; "
                      f"{t['conv'] / (t['conv'] + t['other']):.0%} of preact164's step) take {_ratio(conv)} longer per "
                      f"example, so they run at {r['flops'] / conv:.0%} of preact20's arithmetic rate (1×1 bottleneck "
-                     "convolutions do little arithmetic per byte moved), and everything else (BatchNorm, ReLU, "
+                     "convolutions have little arithmetic per byte moved), and everything else (BatchNorm, ReLU, "
                      f"residual adds, the optimizer: passes over memory) {_ratio(t['other'] / p['other'])} longer")
         full_h = 50_000 * results["preact164"].recipe_epochs / results["preact164"].train_rate / 3600
         text += (f". At this rate one 181-epoch preact164 training on CIFAR-10's 50,000 images would take "
@@ -560,9 +559,8 @@ def findings(results: dict[str, Result], rows: list[dict[str, Any]], meta: dict[
     r = by.get(("vdcnn29", "vdcnn9"))
     if r is not None:
         out.append(
-            f"- **VDCNN29 ÷ VDCNN9: {_ratio(r['train'])}** (FLOPs {_ratio(r['flops'])}), against the paper's 1.8× "
-            "selection speed-up: both read 1,014 characters and share the large fully connected head, so the "
-            "extra depth adds only a few times the work on any device.")
+            f"- **VDCNN29 ÷ VDCNN9: {_ratio(r['train'])}** per training text ({_ratio(r['flops'])} the FLOPs), close "
+            "to the paper's 1.8× selection speed-up: VDCNN9 is a modest proxy next to fastText.")
     r = by.get(("tinycnn", "mlp"))
     if r is not None:
         out.append(f"- tinycnn ÷ mlp (the demo's pair, Fashion-MNIST): {_ratio(r['train'])} per training example.")
@@ -579,9 +577,10 @@ def findings(results: dict[str, Result], rows: list[dict[str, Any]], meta: dict[
             f"- **Threads.** A step of {meta['threads_check_case']} measured in this run, alternately: median "
             f"{np.median(sa):.2f} s ({min(sa):.2f}–{max(sa):.2f}) with {a} thread(s), {np.median(sb):.2f} s "
             f"({min(sb):.2f}–{max(sb):.2f}) with {b}. With every core already busy with other work, torch's "
-            "threads wait for each other at every operator (a preempted thread stalls the others), which makes "
-            "steps slower and erratic; with fewer threads than busy cores the numbers are stable and the ratios "
-            "those of the models.")
+            "threads wait for each other at every operator (a descheduled thread stalls the others), which makes "
+            f"steps slower and erratic; hence `--threads {b}` for this run. On an idle machine the default is the "
+            "faster setting; the ratios, per-core costs of the models, should change little"
+            + (" (not measured: the machine was never idle)." if meta["loadavg"]["max"] > int(meta["nproc"]) else "."))
     load = meta["loadavg"]
     if load["max"] > int(meta["nproc"]):
         out.append(
@@ -618,6 +617,25 @@ def write_docs(path: Path, meta: dict[str, Any], results: dict[str, Result], row
     write_section(SECTION, body, path)
 
 
+def report(meta: dict[str, Any], results: dict[str, Result], rows: list[dict[str, Any]], docs: Path | None) -> None:
+    meta["findings"] = findings(results, rows, meta)
+    print(header(meta), "", table(results), "", ratio_table(rows) if rows else "(no target/proxy pair measured)", "",
+          *meta["findings"], sep="\n")
+    if docs is not None:
+        write_docs(docs, meta, results, rows)
+        print(f"\nwrote the {SECTION} section of {docs}")
+
+
+def render(path: Path, docs: Path | None) -> int:
+    raw = json.loads(path.read_text())
+    results = {k: Result(**v) for k, v in raw["results"].items()}
+    meta = raw["meta"]
+    if "threads_check" in meta:  # JSON object keys are strings
+        meta["threads_check"] = {int(k): v for k, v in meta["threads_check"].items()}
+    report(meta, results, ratios(results), docs)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="about a minute: smaller batches, fewer steps; prints only")
@@ -634,8 +652,12 @@ def main(argv: list[str] | None = None) -> int:
                    "for full runs on real data only)")
     p.add_argument("--no-docs", action="store_true", help="print only")
     p.add_argument("--json", type=Path, help="also write the raw results here")
+    p.add_argument("--render", type=Path, metavar="JSON", help="measure nothing: print (and with --docs, write) "
+                   "the report of an earlier run's --json file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.render:
+        return render(args.render, None if args.no_docs else args.docs)
 
     cases = QUICK if args.quick else FULL
     order = ORDER
@@ -663,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {}
     torch_archs = [a for a in dict.fromkeys(order) if a != "fasttext"]
     if args.threads is not None and args.threads != default_threads and torch_archs:
-        case = cases[torch_archs[0]]
+        # Small steps: at the default thread count on a busy machine a full one can take many seconds.
+        case = replace(cases[torch_archs[0]], batch_size=min(32, cases[torch_archs[0]].batch_size), steps=2, infer=0)
         log.info("threads check on %s: %d vs %d", case.arch, default_threads, args.threads)
         meta["threads_check"] = threads_check(case, data[case.data], (default_threads, args.threads),
                                               args.device, args.seed)
@@ -690,16 +713,10 @@ def main(argv: list[str] | None = None) -> int:
         "sources": [d.source for d in data.values()], "sizes": sizes_text(cases, order),
         "quick": args.quick, "synthetic": args.synthetic,
     })
-    meta["findings"] = findings(results, rows, meta)
-    print(header(meta), "", table(results), "", ratio_table(rows) if rows else "(no target/proxy pair measured)", "",
-          *meta["findings"], sep="\n")
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": {k: asdict(v) for k, v in results.items()},
                                          "ratios": rows}, indent=2, default=str))
-    docs = None if args.no_docs else args.docs or (None if args.quick or args.synthetic else DOCS)
-    if docs is not None:
-        write_docs(docs, meta, results, rows)
-        print(f"\nwrote the {SECTION} section of {docs}")
+    report(meta, results, rows, None if args.no_docs else args.docs or (None if args.quick or args.synthetic else DOCS))
     return 0
 
 

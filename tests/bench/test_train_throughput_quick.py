@@ -52,6 +52,11 @@ def test_quick_synthetic_run(tmp_path):
     assert text.count("<!-- train_throughput:begin -->") == 1 and text.count("<!-- train_throughput:end -->") == 1
     assert "| tinycnn ÷ mlp |" in text and "synthetic" in text
 
+    # The report re-rendered from the raw results is the same section.
+    again = tmp_path / "again.md"
+    assert tt.main(["--render", str(raw), "--docs", str(again)]) == 0
+    assert again.read_text().split("<!-- train_throughput:begin -->")[1] == text.split("<!-- train_throughput:begin -->")[1]
+
 
 def test_section_is_replaced_not_appended(tmp_path):
     docs = tmp_path / "benchmarks.md"
