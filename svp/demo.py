@@ -25,8 +25,8 @@ from svp.simulation import Dataset, Experiment, Outcome, run_experiment
 log = logging.getLogger(__name__)
 
 SCHEDULE = {"initial": 0.02, "rounds": [0.08, 0.10], "budget": 0.5}  # the paper's schedule
-PROXY = {"arch": "mlp", "epochs": 30, "batch_size": 32}
-TARGET = {"arch": "tinycnn", "epochs": 40, "batch_size": 32}
+PROXY = {"arch": "mlp", "epochs": 15, "batch_size": 64}
+TARGET = {"arch": "preact20", "epochs": 15, "batch_size": 64}
 
 
 def digits_dataset(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
@@ -119,7 +119,9 @@ def plot_learning_curves(outcomes: list[Outcome], path: Path) -> None:
 
 def run_demo(data_dir: Path = Path("svp-data/demo"), png: Path = Path("svp-demo-learning-curve.png"), seed: int = 0) -> list[Outcome]:
     data_dir = data_dir / time.strftime("%Y%m%d-%H%M%S")
-    settings = Settings(data_dir=data_dir, database_url=None, broker_url=None, _env_file=None)
+    # One torch thread: the models are tiny (more threads only spin against each other), and the
+    # api and the simulated annotators need the other core.
+    settings = Settings(data_dir=data_dir, database_url=None, broker_url=None, torch_threads=1, _env_file=None)
     upgrade(settings.resolved_database_url)
     with session_scope(settings.resolved_database_url) as session:
         _, admin_key = create_api_key(session, role="admin", name="demo")
