@@ -1,7 +1,7 @@
 """``svp demo``: the whole active-learning loop over HTTP on scikit-learn's bundled digits.
 
-Three projects side by side on the embedded service (SQLite + in-process worker): SVP (a small
-proxy selects, a bigger target is trained at the budget), the traditional baseline (the target
+Three projects side by side on the embedded service (SQLite + in-process worker): SVP (an MLP
+proxy selects, a pre-activation ResNet20 target is trained at the budget), the traditional baseline (the target
 itself selects) and random selection. Simulated annotators label what the service asks for.
 """
 
