@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(600, ge=1, description="How long a query lease lasts by default.")
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent while no round is ready.")
 
+    # Authentication.
+    auth_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long an api process reuses an API-key lookup. A key revoked through this process stops "
+        "at once; one revoked elsewhere (another api process or replica) may work here this much longer. 0: no cache.",
+    )
+
     # Limits on input.
     max_item_bytes: int = Field(10 * 1024 * 1024, description="Largest single item (image file or text).")
     max_upload_bytes: int = Field(2 * 1024 * 1024 * 1024, description="Largest upload (zip, npz, jsonl).")

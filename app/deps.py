@@ -1,23 +1,38 @@
 """Request dependencies: settings, the database session, the caller's API key, the project in the path.
 
 Use the ``Annotated`` aliases in routers: ``session: SessionDep``, ``principal: AdminDep``, ...
+
+Cost matters here: every request passes through these. FastAPI runs each *sync* dependency (and a
+sync handler, and the validation of a sync handler's response) in its own thread-pool turn, and
+under load those hand-offs cost more than the work. So the dependencies that need no I/O are
+``async``, API keys are cached for a few seconds (``KeyCache``), and the session dependency only
+goes to a thread when a transaction is left to end. The annotation hot path (``queries/next``,
+``labels``) goes one step further: ``ProjectAccessDep`` checks the key's scope without I/O, and the
+handler loads the project, does its work and commits in one thread turn (``run_in_request_thread``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import Depends, Header, Path, Request
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, event, select
+from sqlalchemy.orm import Session, object_session
+from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
 from app.db import tables as t
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.queue import bind_dispatcher
 from app.security import ROLE_ADMIN, hash_secret
+
+R = TypeVar("R")
 
 
 async def get_settings(request: Request) -> Settings:
@@ -27,26 +42,65 @@ async def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One session per request: committed when the handler returns, rolled back if it raised.
-
-    Declared with ``scope="function"`` (below) so the commit happens before the response is sent:
-    a client that sees 200 can rely on its write being durable.
-    """
-    session = request.app.state.sessionmaker()
-    if request.app.state.dispatcher is not None:
-        bind_dispatcher(session, request.app.state.dispatcher)
+def _end(session: Session, *, commit: bool) -> None:
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
     finally:
         session.close()
 
 
+def _has_work(session: Session) -> bool:
+    """Whether ending the session needs the database: an open transaction or unflushed changes."""
+    return session.in_transaction() or bool(session.new or session.dirty or session.deleted)
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One session per request: committed when the handler returns, rolled back if it raised.
+
+    Declared with ``scope="function"`` (below) so the commit happens before the response is sent:
+    a client that sees 200 can rely on its write being durable. Opening a session does no I/O, so
+    it happens here on the event loop; ending it goes to a worker thread only when a transaction is
+    still open (a handler that committed in its own thread turn, or never touched the database,
+    costs no extra turn).
+    """
+    state = request.app.state
+    session = state.sessionmaker()
+    if state.dispatcher is not None:
+        bind_dispatcher(session, state.dispatcher)
+    try:
+        yield session
+    except BaseException:
+        # Shielded: a request cancelled (client gone) must still give its connection back cleanly.
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end, session, commit=False)
+        raise
+    if _has_work(session):
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end, session, commit=True)
+    else:
+        session.close()
+
+
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+async def run_in_request_thread(session: Session, work: Callable[[], R]) -> R:
+    """``work()`` then the commit, in one worker-thread turn.
+
+    For handlers on the hot path: the project lookup, the service call and the commit share one
+    thread turn and one pooled connection, instead of a turn (and a connection checkout) each. An
+    exception propagates and the session dependency rolls back, as for any handler.
+    """
+
+    def run() -> R:
+        result = work()
+        session.commit()
+        return result
+
+    return await run_in_threadpool(run)
 
 
 @dataclass(frozen=True)
@@ -65,16 +119,111 @@ class Principal:
             raise Forbidden(f"this key is scoped to project {self.project_id}")
 
 
-def _end_lookup(session: Session) -> None:
-    """End the lookup's read transaction, giving its connection back to the pool.
+# ------------------------------------------------------------------------------ API-key cache
 
-    FastAPI runs each sync dependency and the handler in separate thread-pool turns; a request that
-    kept its connection while waiting for a thread could, under load, hold every pooled connection
-    while the threads that would finish requests wait for one. Loaded objects stay usable
-    (``expire_on_commit=False``); handlers that need a consistent view lock what they change.
+class KeyCache:
+    """Principals of recently seen API keys, by key hash, for ``ttl`` seconds.
+
+    Only valid keys are cached (an unknown or revoked key is looked up every time, so a key created
+    a moment ago works at once). A key revoked or changed through this process's ORM (``DELETE
+    /keys/{id}``) is dropped from every cache in the process at commit (see the session events
+    below); one revoked by another process (another api worker or replica, or directly in
+    the database) keeps working here for at most ``ttl`` seconds. ``ttl`` 0 turns the cache off.
     """
-    session.commit()
 
+    def __init__(self, ttl: float, max_size: int = 10_000):
+        self.ttl = ttl
+        self.max_size = max_size
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+        # Bumped by clear(): a lookup that read the database before a revocation committed must not
+        # put its (stale) answer in the cache after the revocation cleared it.
+        self.generation = 0
+        _KEY_CACHES.add(self)
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if entry[1] <= time.monotonic():
+            with self._lock:
+                self._entries.pop(digest, None)
+            return None
+        return entry[0]
+
+    def put(self, digest: str, principal: Principal, generation: int) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._entries) >= self.max_size:
+                now = time.monotonic()
+                self._entries = {k: v for k, v in self._entries.items() if v[1] > now}
+                if len(self._entries) >= self.max_size:
+                    self._entries.clear()
+            self._entries[digest] = (principal, time.monotonic() + self.ttl)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_KEY_CACHES: weakref.WeakSet[KeyCache] = weakref.WeakSet()
+_KEYS_CHANGED = "svp_api_keys_changed"
+
+
+def clear_key_caches() -> None:
+    """Forget every cached API key in this process (after a key is revoked or changed)."""
+    for cache in list(_KEY_CACHES):
+        cache.clear()
+
+
+def key_cache(app) -> KeyCache:
+    cache = getattr(app.state, "key_cache", None)
+    if cache is None:
+        cache = app.state.key_cache = KeyCache(app.state.settings.auth_cache_seconds)
+    return cache
+
+
+@event.listens_for(t.ApiKey, "after_update")
+@event.listens_for(t.ApiKey, "after_delete")
+@event.listens_for(t.Project, "after_delete")  # its scoped keys go with it (ON DELETE CASCADE)
+def _api_key_row_changed(_mapper, _connection, target) -> None:
+    # Cleared now (at flush) and again at commit: a lookup made in between still read the old row.
+    clear_key_caches()
+    session = object_session(target)
+    if session is not None:
+        session.info[_KEYS_CHANGED] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _api_key_statement(state) -> None:
+    # Statements (not through loaded objects) that change keys: UPDATE/DELETE on api_key, DELETE on project.
+    table = getattr(state.statement, "table", None)
+    if (table is t.ApiKey.__table__ and (state.is_update or state.is_delete)) or (
+        table is t.Project.__table__ and state.is_delete
+    ):
+        clear_key_caches()
+        state.session.info[_KEYS_CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _api_keys_committed(session: Session) -> None:
+    if session.info.pop(_KEYS_CHANGED, False):
+        clear_key_caches()
+
+
+@event.listens_for(Session, "after_rollback")
+def _api_keys_rolled_back(session: Session) -> None:
+    session.info.pop(_KEYS_CHANGED, None)
+
+
+# ------------------------------------------------------------------------------------- auth
 
 def _presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
     if x_api_key:
@@ -86,8 +235,20 @@ def _presented_key(authorization: str | None, x_api_key: str | None) -> str | No
     return None
 
 
-def get_principal(
-    session: SessionDep,
+def _load_principal(sessionmaker, digest: str) -> Principal | None:
+    with sessionmaker() as session:
+        row = session.execute(
+            select(t.ApiKey.id, t.ApiKey.name, t.ApiKey.role, t.ApiKey.project_id, t.ApiKey.revoked_at).where(
+                t.ApiKey.key_hash == digest
+            )
+        ).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return Principal(key_id=row.id, name=row.name, role=row.role, project_id=row.project_id)
+
+
+async def get_principal(
+    request: Request,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Principal:
@@ -97,11 +258,17 @@ def get_principal(
             "an API key is required (Authorization: Bearer <key> or X-API-Key)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    key = session.scalar(select(t.ApiKey).where(t.ApiKey.key_hash == hash_secret(secret)))
-    if key is None or key.revoked_at is not None:
-        raise Unauthorized("unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    principal = Principal(key_id=key.id, name=key.name, role=key.role, project_id=key.project_id)
-    _end_lookup(session)
+    digest = hash_secret(secret)
+    cache = key_cache(request.app)
+    principal = cache.get(digest)
+    if principal is None:
+        generation = cache.generation
+        # Its own short session: the lookup's connection goes back to the pool before the handler
+        # waits for a thread (a request must not hold a connection while queued for a thread).
+        principal = await run_in_threadpool(_load_principal, request.app.state.sessionmaker, digest)
+        if principal is None:
+            raise Unauthorized("unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        cache.put(digest, principal, generation)
     return principal
 
 
@@ -133,16 +300,58 @@ MAX_ID = 2**31 - 1
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-def get_project(
+# ----------------------------------------------------------------------------------- projects
+
+# Built once: constructing the statement per request (as ``session.get`` does on a miss) costs more
+# CPU than running it.
+_PROJECT_BY_ID = select(t.Project).where(t.Project.id == bindparam("b_project"))
+
+
+def load_project(session: Session, project_id: int) -> t.Project:
+    project = session.scalars(_PROJECT_BY_ID, {"b_project": project_id}).first()
+    if project is None:
+        raise NotFound(f"project {project_id} does not exist")
+    return project
+
+
+def _lookup_project(session: Session, project_id: int) -> t.Project:
+    """Load the project, then end the lookup's read transaction, giving its connection back.
+
+    A request that kept its connection while waiting for the handler's thread could, under load,
+    hold every pooled connection while the threads that would finish requests wait for one. Loaded
+    objects stay usable (``expire_on_commit=False``); handlers that need a consistent view lock
+    what they change.
+    """
+    project = load_project(session, project_id)
+    session.commit()
+    return project
+
+
+async def get_project(
     session: SessionDep, principal: PrincipalDep, project_id: Annotated[int, Path(ge=1, le=MAX_ID)]
 ) -> t.Project:
     """The project named in the path, after checking the key may see it."""
     principal.check_project(project_id)
-    project = session.get(t.Project, project_id)
-    if project is None:
-        raise NotFound(f"project {project_id} does not exist")
-    _end_lookup(session)
-    return project
+    return await run_in_threadpool(_lookup_project, session, project_id)
 
 
 ProjectDep = Annotated[t.Project, Depends(get_project)]
+
+
+@dataclass(frozen=True)
+class ProjectAccess:
+    """A project id the caller's key may use; the handler loads the row in its own thread turn."""
+
+    project_id: int
+    principal: Principal
+
+    def load(self, session: Session) -> t.Project:
+        return load_project(session, self.project_id)
+
+
+async def get_project_access(principal: PrincipalDep, project_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> ProjectAccess:
+    principal.check_project(project_id)
+    return ProjectAccess(project_id=project_id, principal=principal)
+
+
+ProjectAccessDep = Annotated[ProjectAccess, Depends(get_project_access)]

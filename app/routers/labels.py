@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response, status
 
-from app.deps import AdminDep, PrincipalDep, ProjectDep, SessionDep, PathId
+from app.db import tables as t
+from app.deps import AdminDep, PathId, ProjectAccessDep, ProjectDep, SessionDep, run_in_request_thread
 from app.errors import ERROR_RESPONSES, error_body
 from app.schemas.labels import AnnotationRead, BulkLabelCreate, BulkLabelResponse, LabelCreate, LabelRead, LabelResponse
 from app.services import labels as service
@@ -45,10 +46,9 @@ def _read(outcome: LabelOutcome) -> LabelRead:
     response_model=LabelResponse,
     responses=CONFLICT,
 )
-def create_label(
+async def create_label(
     body: LabelCreate,
-    project: ProjectDep,
-    principal: PrincipalDep,
+    access: ProjectAccessDep,
     session: SessionDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> LabelResponse:
@@ -56,7 +56,13 @@ def create_label(
         label=body.label, item_id=body.item_id, external_id=body.external_id, meta=body.meta,
         idempotency_key=idempotency_key,
     )
-    [outcome] = service.add_labels(session, project=project, annotator=principal.name, entries=[entry])
+
+    # The annotation hot path: project lookup, writing and commit in one thread turn (app.deps).
+    def write() -> tuple[t.Project, list[LabelOutcome]]:
+        project = access.load(session)
+        return project, service.add_labels(session, project=project, annotator=access.principal.name, entries=[entry])
+
+    project, [outcome] = await run_in_request_thread(session, write)
     return LabelResponse(
         **_read(outcome).model_dump(), project_status=project.status, current_round=project.current_round
     )
@@ -70,16 +76,21 @@ def create_label(
     response_model=BulkLabelResponse,
     responses=CONFLICT,
 )
-def create_labels_bulk(
-    body: BulkLabelCreate, project: ProjectDep, principal: PrincipalDep, session: SessionDep
-) -> BulkLabelResponse:
+async def create_labels_bulk(body: BulkLabelCreate, access: ProjectAccessDep, session: SessionDep) -> BulkLabelResponse:
     entries = [
         LabelInput(
             label=e.label, item_id=e.item_id, external_id=e.external_id, meta=e.meta, idempotency_key=e.idempotency_key
         )
         for e in body.labels
     ]
-    outcomes = service.add_labels(session, project=project, annotator=principal.name, entries=entries, bulk=True)
+
+    def write() -> tuple[t.Project, list[LabelOutcome]]:
+        project = access.load(session)
+        return project, service.add_labels(
+            session, project=project, annotator=access.principal.name, entries=entries, bulk=True
+        )
+
+    project, outcomes = await run_in_request_thread(session, write)
     return BulkLabelResponse(
         labels=[_read(o) for o in outcomes], project_status=project.status, current_round=project.current_round
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.deps import AdminDep, PrincipalDep, ProjectDep, SessionDep, SettingsDep
+from app.deps import AdminDep, PrincipalDep, ProjectAccessDep, ProjectDep, SessionDep, SettingsDep, run_in_request_thread
 from app.errors import ERROR_RESPONSES, error_body
 from app.schemas.queries import LeaseResponse, LifecycleResponse, ReleaseRequest, ReleaseResponse, RoundSummary
 from app.services import queries as service
@@ -60,9 +60,8 @@ def start_project(project: ProjectDep, _admin: AdminDep, session: SessionDep) ->
     "not_started) and `Retry-After` says when to ask again (not sent once the project is completed).",
     response_model=LeaseResponse,
 )
-def next_queries(
-    project: ProjectDep,
-    principal: PrincipalDep,
+async def next_queries(
+    access: ProjectAccessDep,
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
@@ -71,10 +70,15 @@ def next_queries(
         int | None, Query(ge=1, le=MAX_LEASE_SECONDS, description="Lease length; default: the project's.")
     ] = None,
 ) -> LeaseResponse:
-    seconds = lease_seconds or project.lease_seconds or settings.lease_seconds
-    batch = service.lease_next(
-        session, project=project, annotator=principal.name, limit=limit, lease_seconds=seconds
-    )
+    # The annotation hot path: project lookup, leasing and commit in one thread turn (app.deps).
+    def lease() -> service.LeaseBatch:
+        project = access.load(session)
+        seconds = lease_seconds or project.lease_seconds or settings.lease_seconds
+        return service.lease_next(
+            session, project=project, annotator=access.principal.name, limit=limit, lease_seconds=seconds
+        )
+
+    batch = await run_in_request_thread(session, lease)
     retry_after = None
     if not batch.items and batch.status not in service.FINAL_STATUSES:
         retry_after = settings.retry_after_seconds
