@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -73,25 +73,37 @@ def _check_status(project: t.Project) -> None:
         raise Conflict(f"project {project.id} is {project.status}; it accepts no more labels")
 
 
+def _items_statement(*, by_id: bool, by_external: bool, lock: bool):
+    refs = []
+    if by_id:
+        refs.append(t.Item.id.in_(bindparam("b_ids", expanding=True)))
+    if by_external:
+        refs.append(t.Item.external_id.in_(bindparam("b_external_ids", expanding=True)))
+    stmt = (
+        select(t.Item)
+        .where(t.Item.project_id == bindparam("b_project"), or_(*refs))
+        .order_by(t.Item.id)
+        .execution_options(populate_existing=True)
+    )
+    return stmt.with_for_update(key_share=True) if lock else stmt
+
+
+# Labeling is on the annotation hot path: its statements are built once (building one per call
+# cost more CPU than running it) and take bound parameters.
+_ITEMS = {
+    (by_id, by_external, lock): _items_statement(by_id=by_id, by_external=by_external, lock=lock)
+    for by_id, by_external in ((True, False), (False, True), (True, True))
+    for lock in (False, True)
+}
+
+
 def _load_items(session: Session, project_id: int, entries: list[LabelInput]) -> tuple[dict[int, t.Item], dict[str, t.Item]]:
     """The referenced items of this project, locked (PostgreSQL) in id order so that concurrent
     labels of one item serialize and two bulk requests cannot deadlock."""
     ids = sorted({e.item_id for e in entries if e.item_id is not None})
     external_ids = sorted({e.external_id for e in entries if e.external_id is not None})
-    refs = []
-    if ids:
-        refs.append(t.Item.id.in_(ids))
-    if external_ids:
-        refs.append(t.Item.external_id.in_(external_ids))
-    stmt = (
-        select(t.Item)
-        .where(t.Item.project_id == project_id, or_(*refs))
-        .order_by(t.Item.id)
-        .execution_options(populate_existing=True)
-    )
-    if not is_sqlite(session):
-        stmt = stmt.with_for_update(key_share=True)
-    items = list(session.scalars(stmt))
+    stmt = _ITEMS[(bool(ids), bool(external_ids), not is_sqlite(session))]
+    items = list(session.scalars(stmt, {"b_project": project_id, "b_ids": ids, "b_external_ids": external_ids}))
     return {item.id: item for item in items}, {item.external_id: item for item in items}
 
 
@@ -137,58 +149,57 @@ def _latest_annotation(session: Session, item_id: int) -> t.Annotation | None:
     )
 
 
-def _mark_query(session: Session, project: t.Project, item_id: int, now: datetime) -> int | None:
-    """Mark the current round's query of the item labeled; return the round that requested the
-    item (the current one, else the latest round whose batch held it), or None."""
+_Q = t.Query.__table__
+# The current round's queries of these items, still unlabeled: mark them labeled, free their leases.
+_MARK_QUERIES = (
+    update(_Q)
+    .where(
+        _Q.c.project_id == bindparam("b_project"),
+        _Q.c.round_index == bindparam("b_round"),
+        _Q.c.item_id.in_(bindparam("b_items", expanding=True)),
+        _Q.c.labeled_at.is_(None),
+    )
+    .values(labeled_at=bindparam("b_now"), leased_to=None, lease_expires_at=None)
+    .returning(_Q.c.item_id)
+)
+# The latest round whose batch held each of these items.
+_LATEST_ROUNDS = (
+    select(_Q.c.item_id, func.max(_Q.c.round_index))
+    .where(_Q.c.project_id == bindparam("b_project"), _Q.c.item_id.in_(bindparam("b_items", expanding=True)))
+    .group_by(_Q.c.item_id)
+)
+
+
+def _mark_queries(session: Session, project: t.Project, item_ids: list[int], now: datetime) -> dict[int, int]:
+    """Mark the current round's queries of the items labeled; return, per item, the round that
+    requested it (the current one, else the latest round whose batch held it; absent: none)."""
+    connection = session.connection()
+    requested: dict[int, int] = {}
     if project.current_round is not None:
-        hit = session.scalar(
-            update(t.Query)
-            .where(
-                t.Query.project_id == project.id,
-                t.Query.round_index == project.current_round,
-                t.Query.item_id == item_id,
-                t.Query.labeled_at.is_(None),
-            )
-            .values(labeled_at=now, leased_to=None, lease_expires_at=None)
-            .returning(t.Query.round_index),
-            execution_options={"synchronize_session": False},
-        )
-        if hit is not None:
-            return hit
-    return session.scalar(
-        select(t.Query.round_index)
-        .where(t.Query.project_id == project.id, t.Query.item_id == item_id)
-        .order_by(t.Query.round_index.desc())
-        .limit(1)
-    )
+        params = {"b_project": project.id, "b_round": project.current_round, "b_items": item_ids, "b_now": now}
+        requested = dict.fromkeys(connection.execute(_MARK_QUERIES, params).scalars(), project.current_round)
+    missing = [item_id for item_id in item_ids if item_id not in requested]
+    if missing:
+        requested.update(connection.execute(_LATEST_ROUNDS, {"b_project": project.id, "b_items": missing}).all())
+    return requested
 
 
-def _write(session: Session, project: t.Project, item: t.Item, entry: LabelInput, annotator: str, now: datetime) -> t.Annotation:
-    round_index = _mark_query(session, project, item.id, now)
-    annotation = t.Annotation(
-        project_id=project.id,
-        item_id=item.id,
-        label=entry.label,
-        annotator=annotator,
-        round_index=round_index,
-        idempotency_key=entry.idempotency_key,
-        meta=entry.meta or {},
-        created_at=now,
-    )
-    session.add(annotation)
-    if entry.idempotency_key is None:
+def _write(session: Session, project: t.Project, new: list[tuple[t.Item, t.Annotation]], now: datetime) -> None:
+    """Insert the annotations and mirror them on their items, with one statement per kind of write
+    (whatever the number of labels), not a few per label."""
+    requested = _mark_queries(session, project, sorted({item.id for item, _ in new}), now)
+    for item, annotation in new:
+        annotation.round_index = item.label_round = requested.get(item.id)
+    session.add_all([annotation for _, annotation in new])
+    keys = [annotation.idempotency_key for _, annotation in new if annotation.idempotency_key is not None]
+    try:
         session.flush()
-    else:
+    except IntegrityError as exc:
         # Two requests racing with one key for different items meet on the unique constraint.
-        try:
-            with session.begin_nested():
-                session.flush()
-        except IntegrityError as exc:
-            raise Conflict(f"idempotency key {entry.idempotency_key!r} is already used for another label") from exc
-    item.label = entry.label
-    item.labeled_at = now
-    item.label_round = round_index
-    return annotation
+        if not keys:
+            raise
+        which = f"idempotency key {keys[0]!r} is" if len(keys) == 1 else f"one of the idempotency keys {keys!r} is"
+        raise Conflict(f"{which} already used for another label") from exc
 
 
 def _replay_of_key(entry: LabelInput, previous: t.Annotation, item: t.Item | None) -> bool:
@@ -240,25 +251,42 @@ def add_labels(
 
     now = utcnow()
     outcomes: list[LabelOutcome] = []
-    touched_round = False
+    new: list[tuple[t.Item, t.Annotation]] = []
     written_keys: dict[str | None, t.Annotation] = {}
-    for entry, item, previous in plan:
-        if previous is None and entry.idempotency_key in written_keys:  # the same key twice in one request
-            previous = written_keys[entry.idempotency_key]
-            _replay_of_key(entry, previous, item)
-        if previous is None and item.label == entry.label:
-            latest = _latest_annotation(session, item.id)
-            if latest is not None and latest.annotator == annotator and latest.label == entry.label:
-                previous = latest
-        if previous is not None:
-            outcomes.append(LabelOutcome(annotation=previous, item=item, replayed=True))
-            continue
-        annotation = _write(session, project, item, entry, annotator, now)
-        touched_round = touched_round or annotation.round_index == project.current_round
-        if entry.idempotency_key is not None:
-            written_keys[entry.idempotency_key] = annotation
-        outcomes.append(LabelOutcome(annotation=annotation, item=item, replayed=False))
-    session.flush()
+    written: dict[int, t.Annotation] = {}  # item id -> this request's latest annotation of it
+    # Nothing is flushed while planning: the annotations are written together at the end, and an
+    # item's latest annotation is this request's, when it has one, or the database's.
+    with session.no_autoflush:
+        for entry, item, previous in plan:
+            if previous is None and entry.idempotency_key in written_keys:  # the same key twice in one request
+                previous = written_keys[entry.idempotency_key]
+                _replay_of_key(entry, previous, item)
+            if previous is None and item.label == entry.label:
+                latest = written[item.id] if item.id in written else _latest_annotation(session, item.id)
+                if latest is not None and latest.annotator == annotator and latest.label == entry.label:
+                    previous = latest
+            if previous is not None:
+                outcomes.append(LabelOutcome(annotation=previous, item=item, replayed=True))
+                continue
+            annotation = t.Annotation(
+                project_id=project.id,
+                item_id=item.id,
+                label=entry.label,
+                annotator=annotator,
+                idempotency_key=entry.idempotency_key,
+                meta=entry.meta or {},
+                created_at=now,
+            )
+            item.label = entry.label
+            item.labeled_at = now
+            written[item.id] = annotation
+            if entry.idempotency_key is not None:
+                written_keys[entry.idempotency_key] = annotation
+            new.append((item, annotation))
+            outcomes.append(LabelOutcome(annotation=annotation, item=item, replayed=False))
+    if new:
+        _write(session, project, new, now)
+    touched_round = any(annotation.round_index == project.current_round for _, annotation in new)
     if touched_round and project.status == t.PROJECT_ACTIVE:
         after_labels(session, project_id=project.id, round_index=project.current_round)
     return outcomes
