@@ -198,114 +198,121 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _metrics(learner, test_inputs, test_labels) -> dict[str, float | None]:
-    if test_inputs is None:
-        return {}
-    return {key: _finite(value) for key, value in learner.evaluate(test_inputs, test_labels).items()}
-
-
 def run(ctx: JobContext) -> None:
-    params = ctx.params
-    method = params["method"]
-    seed = int(params.get("seed") or 0)
     ctx.progress(phase="loading", fraction=0.0, force=True)
     project, pool, test = load_project(ctx.settings, ctx.project_id)
     items = pool.subset(pool.labeled_mask)  # every labeled pool item, ascending id
-    n = len(items)
-    if n < 2:
-        raise ValueError(f"project {project.id} has {n} labeled pool item(s); a core-set needs at least 2")
-    subsets = resolve_subsets(fractions=params.get("fractions") or [], sizes=params.get("sizes") or [], labeled=n)
+    if len(items) < 2:
+        raise ValueError(f"project {project.id} has {len(items)} labeled pool item(s); a core-set needs at least 2")
     inputs = load_inputs(ctx.settings, project, items)
-    test_inputs = load_test_inputs(ctx.settings, project, test, inputs)
-    train_target, full_data = bool(params.get("train_target")), bool(params.get("full_data"))
-    random_baseline = train_target and bool(params.get("random_baseline"))
-    proxy_spec, target_spec = params.get("proxy"), params.get("target")
-    notes: list[str] = []
+    job = _CoresetJob(ctx, project, items, inputs, test, load_test_inputs(ctx.settings, project, test, inputs))
+    result, rankings, proxy = job.execute()
+    ctx.check_cancelled()
+    artifact = save_learner(ctx.settings, proxy) if proxy is not None else None
+    _publish(ctx, project.id, items.ids, rankings, result, artifact, job.proxy_spec)
 
-    stages: list[tuple[str, float]] = []
-    if method != "random":
-        stages += [("training proxy", n), ("ranking", 0.05 * n)]
-    if train_target and full_data:
-        stages.append(("training target on the full data", n))
-    for entry in subsets if train_target else []:
-        stages.append((f"training target on {entry['size']} selected", entry["size"]))
-        if random_baseline:
-            stages.append((f"training target on {entry['size']} random", entry["size"]))
-    plan = _Plan(ctx, stages)
 
-    def fit_on(stage: _Stage, spec: dict[str, Any], positions: np.ndarray | None, tracker=None):
-        x = inputs if positions is None else take(inputs, positions)
-        y = items.labels if positions is None else items.labels[positions]
-        return fit_learner(stage, {"seed": seed, **spec}, project, x, y, forgetting=tracker)
+class _CoresetJob:
+    """One job's steps over the loaded data: proxy and ranking, then the target trainings."""
 
-    # 1. the proxy, trained once over everything, and its ranking
-    if method == "random":
-        selection = select_coreset(method, n=n, inputs=inputs, fit=None, seed=seed)
-    else:
-        stage = plan.begin("training proxy")
-        selection = select_coreset(
-            method, n=n, inputs=inputs, seed=seed, kcenters_initial=int(params.get("kcenters_initial") or 1),
-            fit=lambda tracker: fit_on(stage, proxy_spec, None, tracker),
-        )
-        plan.begin("ranking")
-    proxy_metrics = _metrics(selection.learner, test_inputs, test.labels) if selection.learner else {}
-    rankings = {"proxy": selection.ranking}
-    selection_s = selection.timings["total_s"]
+    def __init__(self, ctx: JobContext, project, items, inputs, test, test_inputs):
+        params = ctx.params
+        self.ctx, self.project, self.items, self.inputs = ctx, project, items, inputs
+        self.test_labels, self.test_inputs = test.labels, test_inputs
+        self.n = len(items)
+        self.method = params["method"]
+        self.seed = int(params.get("seed") or 0)
+        self.kcenters_initial = int(params.get("kcenters_initial") or 1)
+        self.proxy_spec, self.target_spec = params.get("proxy"), params.get("target")
+        self.train_target = bool(params.get("train_target"))
+        self.full_data = self.train_target and bool(params.get("full_data"))
+        self.random_baseline = self.train_target and bool(params.get("random_baseline"))
+        self.subsets = resolve_subsets(fractions=params.get("fractions") or [], sizes=params.get("sizes") or [],
+                                       labeled=self.n)
+        self.notes: list[str] = []
+        self.plan = _Plan(ctx, self._stages())
 
-    # 2. the target: full data (and its own ranking), then each subset and its random twin
-    full = None
-    if train_target and full_data:
-        stage = plan.begin("training target on the full data")
-        trace = method == "forgetting_events" and target_spec["arch"] not in NO_TRAINING_TRACE
-        tracker = ForgettingTracker(n) if trace else None
+    def _stages(self) -> list[tuple[str, float]]:
+        stages: list[tuple[str, float]] = []
+        if self.method != "random":
+            stages += [("training proxy", self.n), ("ranking", 0.05 * self.n)]
+        if self.full_data:
+            stages.append(("training target on the full data", self.n))
+        for entry in self.subsets if self.train_target else []:
+            stages.append((f"training target on {entry['size']} selected", entry["size"]))
+            if self.random_baseline:
+                stages.append((f"training target on {entry['size']} random", entry["size"]))
+        return stages
+
+    def fit(self, stage: str, spec: dict[str, Any], positions: np.ndarray | None = None, tracker=None):
+        x = self.inputs if positions is None else take(self.inputs, positions)
+        y = self.items.labels if positions is None else self.items.labels[positions]
+        return fit_learner(self.plan.begin(stage), {"seed": self.seed, **spec}, self.project, x, y, forgetting=tracker)
+
+    def trained_target(self, stage: str, positions: np.ndarray | None, tracker=None) -> tuple[Any, dict[str, Any]]:
         t0 = time.perf_counter()
-        learner = fit_on(stage, target_spec, None, tracker)
-        full = {"size": n, "train_s": time.perf_counter() - t0, **_metrics(learner, test_inputs, test.labels)}
-        if method == "random":
-            pass  # a random permutation has no target counterpart
-        elif method == "forgetting_events" and tracker is None:
-            notes.append(f"no target ranking: {target_spec['arch']} cannot count forgetting events")
+        learner = self.fit(stage, self.target_spec, positions, tracker)
+        size = self.n if positions is None else len(positions)
+        return learner, {"size": size, "train_s": time.perf_counter() - t0, **self._metrics(learner)}
+
+    def _metrics(self, learner) -> dict[str, float | None]:
+        if self.test_inputs is None:
+            return {}
+        return {key: _finite(value) for key, value in learner.evaluate(self.test_inputs, self.test_labels).items()}
+
+    def execute(self) -> tuple[dict[str, Any], dict[str, Ranking], Any]:
+        # 1. the proxy, trained once over everything, and its ranking
+        if self.method == "random":
+            selection = select_coreset("random", n=self.n, inputs=self.inputs, fit=None, seed=self.seed)
         else:
-            counts = tracker.counts() if tracker is not None else None
-            rankings["target"], _, _ = rank_with_learner(method, learner, inputs, counts=counts, seed=seed,
-                                                         kcenters_initial=int(params.get("kcenters_initial") or 1))
-    baseline = baseline_order(n, seed=seed) if random_baseline else None
-    results = []
-    for index, entry in enumerate(subsets):
+            selection = select_coreset(
+                self.method, n=self.n, inputs=self.inputs, seed=self.seed, kcenters_initial=self.kcenters_initial,
+                fit=lambda tracker: self.fit("training proxy", self.proxy_spec, None, tracker),
+            )
+            self.plan.begin("ranking")
+        rankings = {"proxy": selection.ranking}
+        # 2. the target on the full data (with its own ranking), then on each subset and its random twin
+        full = self._full_data(rankings) if self.full_data else None
+        results = [self._subset(index, entry, selection, full) for index, entry in enumerate(self.subsets)]
+        result = {
+            "method": self.method,
+            "labeled": self.n,
+            "subsets": results,
+            "selection": {key: float(value) for key, value in selection.timings.items()},
+            "proxy_metrics": self._metrics(selection.learner) if selection.learner is not None else {},
+            "full": full,
+            "rankings": sorted(rankings),
+            "spearman_proxy_target": (ranking_correlation(self.method, rankings["proxy"], rankings["target"])
+                                      if "target" in rankings else None),
+            "notes": self.notes,
+        }
+        return result, rankings, selection.learner
+
+    def _full_data(self, rankings: dict[str, Ranking]) -> dict[str, Any]:
+        trace = self.method == "forgetting_events" and self.target_spec["arch"] not in NO_TRAINING_TRACE
+        tracker = ForgettingTracker(self.n) if trace else None
+        learner, full = self.trained_target("training target on the full data", None, tracker)
+        if self.method == "forgetting_events" and tracker is None:
+            self.notes.append(f"no target ranking: {self.target_spec['arch']} cannot count forgetting events")
+        elif self.method != "random":  # a random permutation has no target counterpart
+            rankings["target"], _, _ = rank_with_learner(
+                self.method, learner, self.inputs, counts=tracker.counts() if tracker is not None else None,
+                seed=self.seed, kcenters_initial=self.kcenters_initial)
+        return full
+
+    def _subset(self, index: int, entry: dict[str, Any], selection: Selection, full: dict | None) -> dict[str, Any]:
         size = int(entry["size"])
         out: dict[str, Any] = {"index": index, "fraction": entry["fraction"], "size": size}
-        if train_target:
-            stage = plan.begin(f"training target on {size} selected")
-            t0 = time.perf_counter()
-            learner = fit_on(stage, target_spec, selection.ranking.top(size))
-            train_s = time.perf_counter() - t0
-            out["target"] = {"size": size, "train_s": train_s, **_metrics(learner, test_inputs, test.labels)}
-            out["end_to_end_s"] = selection_s + train_s
-            if full is not None:
-                out["speedup"] = _finite(full["train_s"] / out["end_to_end_s"]) if out["end_to_end_s"] > 0 else None
-            if baseline is not None:
-                stage = plan.begin(f"training target on {size} random")
-                t0 = time.perf_counter()
-                learner = fit_on(stage, target_spec, np.sort(baseline[:size]))
-                out["random"] = {"size": size, "train_s": time.perf_counter() - t0,
-                                 **_metrics(learner, test_inputs, test.labels)}
-        results.append(out)
-
-    result = {
-        "method": method,
-        "labeled": n,
-        "subsets": results,
-        "selection": {key: float(value) for key, value in selection.timings.items()},
-        "proxy_metrics": proxy_metrics,
-        "full": full,
-        "rankings": sorted(rankings),
-        "spearman_proxy_target": (ranking_correlation(method, rankings["proxy"], rankings["target"])
-                                  if "target" in rankings else None),
-        "notes": notes,
-    }
-    ctx.check_cancelled()
-    artifact = save_learner(ctx.settings, selection.learner) if selection.learner is not None else None
-    _publish(ctx, project.id, items.ids, rankings, result, artifact, proxy_spec)
+        if not self.train_target:
+            return out
+        _, out["target"] = self.trained_target(f"training target on {size} selected", selection.ranking.top(size))
+        out["end_to_end_s"] = selection.timings["total_s"] + out["target"]["train_s"]
+        if full is not None and out["end_to_end_s"] > 0:
+            out["speedup"] = _finite(full["train_s"] / out["end_to_end_s"])
+        if self.random_baseline:
+            positions = np.sort(baseline_order(self.n, seed=self.seed)[:size])
+            _, out["random"] = self.trained_target(f"training target on {size} random", positions)
+        return out
 
 
 def _publish(ctx: JobContext, project_id: int, item_ids: np.ndarray, rankings: dict[str, Ranking],
