@@ -13,10 +13,12 @@ computed). Real data from ``../shared/datasets`` (never copied into the reposito
 
 Training: one epoch over ``(steps + 1) x batch`` examples; the loop reports progress after every
 step and each step is timed from those reports. The first step (model build, normalisation, encoding,
-allocator and oneDNN warm-up) is reported apart; throughput comes from the other steps. fastText
-trains on the whole AG News training set for its 5 epochs; its rate counts texts x epochs over the
-whole ``fit`` (writing fastText's input file and building its vocabulary included: the service pays
-for them too). Inference: ``predict_proba`` over held-out examples (the test split).
+allocator and oneDNN warm-up) is reported apart; throughput is the batch over the median of the other
+steps. fastText trains on the whole AG News training set for its 5 epochs; its rate counts texts x
+epochs over the whole ``fit`` (writing fastText's input file and building its vocabulary included:
+the service pays for them too). Inference: ``predict_proba`` over held-out examples (the test split).
+Next to the rates: parameters, forward FLOPs and activation values per example, and (preact pair) a
+profiled step split into convolutions and the rest, to explain the ratios.
 
 Each proxy runs before and after its target and the two runs are pooled, so that a change in the
 load of a shared machine during the target's long run weighs on both sides of the ratio.
@@ -24,9 +26,15 @@ load of a shared machine during the target's long run weighs on both sides of th
     .venv/bin/python bench/train_throughput.py            # ~10 min on 2 CPUs; writes docs/benchmarks.md
     .venv/bin/python bench/train_throughput.py --quick    # ~1 min, smaller batches; prints only
     .venv/bin/python bench/train_throughput.py --synthetic --quick --models mlp,tinycnn,fasttext
+    .venv/bin/python bench/train_throughput.py --threads 1 --json bench/out/tt.json   # a busy machine
+    .venv/bin/python bench/train_throughput.py --render bench/out/tt.json --docs docs/benchmarks.md
 
 ``--synthetic`` replaces the datasets by generated ones of the same shapes (random pixels; texts of
-AG News's length from a made-up vocabulary), for a machine without ``../shared``.
+AG News's length from a made-up vocabulary), for a machine without ``../shared``. ``--threads N``
+sets torch's intra-op threads (default: torch's own, one per core) and measures a few steps at both
+settings side by side: on a machine whose cores are busy with other work, threads that wait for each
+other at every operator make steps slower and erratic. ``--render`` re-prints (or re-writes) the
+report of a ``--json`` file without measuring again.
 """
 
 from __future__ import annotations
@@ -519,48 +527,65 @@ def sizes_text(cases: dict[str, Case], order: list[str]) -> str:
     return "Per model: " + "; ".join(parts) + "."
 
 
+PAPER_RATIOS = {("preact164", "preact20"): 8.0, ("vdcnn29", "vdcnn9"): 1.8}
+
+
+def _versus(ours: float, paper: float) -> str:
+    """How a ratio measured here compares with the paper's, in words (within 25%: about the same)."""
+    if ours > paper * 1.25:
+        return "above"
+    if ours < paper / 1.25:
+        return "below"
+    return "about"
+
+
 def findings(results: dict[str, Result], rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
-    """The reading of the numbers; every quantity comes from this run."""
+    """The reading of the numbers; every quantity comes from this run (or the runs given to --render)."""
     out = ["What the ratios say:", ""]
     by = {(r["target"], r["proxy"]): r for r in rows}
     r = by.get(("preact164", "preact20"))
     if r is not None:
-        text = (f"- **preact164 ÷ preact20: {_ratio(r['train'])} per training example on this CPU, against ~8× "
-                f"in the paper on a GPU** (4 h vs 30 min for 181 epochs). Work per example: {_ratio(r['flops'])} "
-                f"the FLOPs, {_ratio(r['activations'])} the activation values written")
+        versus = _versus(r["train"], PAPER_RATIOS[("preact164", "preact20")])
+        text = (f"- **preact164 ÷ preact20: {_ratio(r['train'])} per training example on this CPU, {versus} the "
+                f"paper's ~8× on a GPU** (4 h vs 30 min for 181 epochs). Work per example: {_ratio(r['flops'])} the "
+                f"FLOPs and {_ratio(r['activations'])} the activation values written (bottleneck blocks at 64-256 "
+                "channels)")
         ops = meta.get("ops")
         if ops:
-            t, p = ops["preact164"], ops["preact20"]
-            conv = t["conv"] / p["conv"]
-            text += (f". In a profiled step, convolutions (forward and backward; "
-                     f"{t['conv'] / (t['conv'] + t['other']):.0%} of preact164's step) take {_ratio(conv)} longer per "
-                     f"example, so they run at {r['flops'] / conv:.0%} of preact20's arithmetic rate (1×1 bottleneck "
-                     "convolutions have little arithmetic per byte moved), and everything else (BatchNorm, ReLU, "
-                     f"residual adds, the optimizer: passes over memory) {_ratio(t['other'] / p['other'])} longer")
+            rest = {a: v["other"] / (v["conv"] + v["other"]) for a, v in ops.items()}
+            text += (f". In a profiled step, the work outside convolutions (BatchNorm, ReLU, residual adds, the "
+                     "optimizer: passes over memory, which grow with the activations rather than the FLOPs) takes "
+                     f"{rest['preact164']:.0%} of preact164's time and {rest['preact20']:.0%} of preact20's")
+        if r["train"] > r["flops"] * 1.1:
+            text += (", so on a CPU the time ratio exceeds the FLOP ratio (1×1 bottleneck convolutions, with little "
+                     "arithmetic per byte moved, add to that)")
         full_h = 50_000 * results["preact164"].recipe_epochs / results["preact164"].train_rate / 3600
-        text += (f". At this rate one 181-epoch preact164 training on CIFAR-10's 50,000 images would take "
-                 f"{full_h:,.0f} h here, against the paper's 4 h on one GPU. Not measured here (no GPU): on a GPU, "
-                 "ResNet20's 16-64-channel layers at batch 128 are too small to fill the device, so its time does "
-                 "not shrink with its FLOPs and the gap narrows; the likely reason for the paper's smaller 8×. On "
-                 "CPU workers the proxy saves more than the paper's figure.")
+        text += (f". At this rate a 181-epoch preact164 training on CIFAR-10's 50,000 images would take "
+                 f"{full_h:,.0f} h here, against the paper's 4 h on one GPU. On a GPU (not measured here), "
+                 "ResNet20's small layers at batch 128 leave much of the device idle, so its time shrinks less than "
+                 "its FLOPs, which pulls the ratio down")
+        text += (": the likely reason the paper's ratio is lower." if versus == "above" else ".")
         out.append(text)
     r = by.get(("vdcnn29", "fasttext"))
     if r is not None:
         ft = results["fasttext"]
+        texts = ft.fit_examples // int(FASTTEXT_SPEC["epochs"])
+        vd_h = texts * results["vdcnn29"].recipe_epochs / results["vdcnn29"].train_rate / 3600
         out.append(
             f"- **VDCNN29 ÷ fastText: {_ratio(r['train'])} per training text, {_ratio(r['recipe'])} for one full "
-            f"training (15 vs 5 epochs), both on this CPU**, where fastText trains on all {ft.fit_examples // 5:,} "
-            f"texts for 5 epochs in {np.median(ft.first_step_s):.1f} s and VDCNN29 would need "
-            f"{ft.fit_examples // 5 * results['vdcnn29'].recipe_epochs / results['vdcnn29'].train_rate / 3600:,.1f} h "
-            "for its 15. The paper's \"two orders of magnitude\" compares VDCNN29 on a Titan V GPU with fastText on a "
-            "CPU: a GPU speeds VDCNN29's convolutions up by orders of magnitude over a couple of CPU cores, while "
-            "fastText gains nothing from one. On CPU workers VDCNN29 is no practical target, and fastText is the "
-            "proxy that makes text projects workable at all.")
+            f"training (15 vs 5 epochs), both on this CPU**: fastText trains on all {texts:,} texts for 5 epochs "
+            f"in {np.median(ft.first_step_s):.1f} s, VDCNN29 would need {vd_h:,.1f} h for its 15. The paper's \"two "
+            "orders of magnitude\" compares VDCNN29 on a Titan V GPU with fastText on a CPU: a GPU runs VDCNN29's "
+            "convolutions orders of magnitude faster than a couple of CPU cores, while fastText gains nothing "
+            "from one. On CPU workers VDCNN29 is no practical target, and fastText is what makes text projects "
+            "workable.")
     r = by.get(("vdcnn29", "vdcnn9"))
     if r is not None:
+        versus = _versus(r["train"], PAPER_RATIOS[("vdcnn29", "vdcnn9")])
         out.append(
-            f"- **VDCNN29 ÷ VDCNN9: {_ratio(r['train'])}** per training text ({_ratio(r['flops'])} the FLOPs), close "
-            "to the paper's 1.8× selection speed-up: VDCNN9 is a modest proxy next to fastText.")
+            f"- **VDCNN29 ÷ VDCNN9: {_ratio(r['train'])}** per training text ({_ratio(r['flops'])} the FLOPs), "
+            f"{versus} the paper's 1.8×, which is a whole-selection speed-up on a GPU rather than a per-example "
+            "training ratio. Either way VDCNN9 is a modest proxy next to fastText.")
     r = by.get(("tinycnn", "mlp"))
     if r is not None:
         out.append(f"- tinycnn ÷ mlp (the demo's pair, Fashion-MNIST): {_ratio(r['train'])} per training example.")
@@ -570,6 +595,7 @@ def findings(results: dict[str, Result], rows: list[dict[str, Any]], meta: dict[
         "- Ratios are per example. For the paper's full recipes, multiply by the epoch ratio (the `one full "
         "training` column): the 50-epoch ResNet20 proxy recipe makes each round 3.6× cheaper again.",
     ]
+    busy = meta["loadavg"]["max"] > int(meta["nproc"])
     check = meta.get("threads_check")
     if check:
         (a, sa), (b, sb) = check.items()
@@ -580,22 +606,34 @@ def findings(results: dict[str, Result], rows: list[dict[str, Any]], meta: dict[
             "threads wait for each other at every operator (a descheduled thread stalls the others), which makes "
             f"steps slower and erratic; hence `--threads {b}` for this run. On an idle machine the default is the "
             "faster setting; the ratios, per-core costs of the models, should change little"
-            + (" (not measured: the machine was never idle)." if meta["loadavg"]["max"] > int(meta["nproc"]) else "."))
-    load = meta["loadavg"]
-    if load["max"] > int(meta["nproc"]):
+            + (" (not measured: the machine was never idle)." if busy else "."))
+    if busy:
         out.append(
             f"- **The CPUs were shared** with other engineers' jobs during the run (1-minute load average up to "
-            f"{load['max']:.1f} on {meta['nproc']} CPUs): absolute throughputs are lower bounds for an idle "
-            "machine. Ratios come from one side-by-side run, each proxy measured before and after its target "
-            "and the median step taken, so load changes weigh on both sides.")
+            f"{meta['loadavg']['max']:.1f} on {meta['nproc']} CPUs): absolute throughputs are lower bounds for an "
+            "idle machine. Each proxy was measured before and after its target and the median step taken, so load "
+            "changes weigh on both sides of a ratio, but not evenly: see the repeat runs below.")
     out.append(
         "- The targets have few timed steps (a step of preact164 or VDCNN29 takes many seconds here); see the "
-        "step-time spread. `--device cuda` runs the same measurement on a GPU.")
+        "step-time spread.")
     return out
 
 
-def write_docs(path: Path, meta: dict[str, Any], results: dict[str, Result], rows: list[dict[str, Any]]) -> None:
-    body = "\n".join([
+def repeats_table(runs: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> str:
+    """The ratios of several runs side by side: how far one run's figures can be trusted."""
+    pairs = [(t, p) for t, p, _ in PAIRS if any((r["target"], r["proxy"]) == (t, p) for _, rows in runs for r in rows)]
+    lines = ["| run | load avg max | " + " | ".join(f"{t} ÷ {p}" for t, p in pairs) + " |",
+             "|---|---:|" + "---:|" * len(pairs)]
+    for meta, rows in runs:
+        by = {(r["target"], r["proxy"]): r["train"] for r in rows}
+        cells = [_ratio(by[pair]) if pair in by else "—" for pair in pairs]
+        lines.append(f"| {meta['date']} | {meta['loadavg']['max']:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_docs(path: Path, meta: dict[str, Any], results: dict[str, Result], rows: list[dict[str, Any]],
+               repeats: str | None) -> None:
+    body = [
         "## Training throughput, proxy vs target (`bench/train_throughput.py`)",
         "",
         header(meta),
@@ -610,29 +648,49 @@ def write_docs(path: Path, meta: dict[str, Any], results: dict[str, Result], row
         ratio_table(rows),
         "",
         *meta["findings"],
+    ]
+    if repeats:
+        body += ["", "Training time ratios of repeat runs of the same script on this machine (the first is the run "
+                 "above); the spread is that of a shared machine, not of the models:", "", repeats]
+    flags = [f"--threads {meta['threads']}"] if meta["threads"] != meta["default_threads"] else []
+    flags += [f"--{name}" for name in ("quick", "synthetic") if meta.get(name)]
+    made = f"`.venv/bin/python bench/train_throughput.py {' '.join(flags + ['--json RUN.json'])}`"
+    if repeats:
+        made += ", the runs then combined with `--render RUN1.json RUN2.json ... --docs docs/benchmarks.md`"
+    body += [
         "",
-        "Reproduce: `.venv/bin/python bench/train_throughput.py` (about 10 minutes on 2 cores; `--quick`: about "
-        "a minute with smaller batches, printed only; `--synthetic`: generated data of the same shapes).",
-    ])
-    write_section(SECTION, body, path)
+        f"Made with {made}. Plain `.venv/bin/python bench/train_throughput.py` measures and writes this section "
+        "(about 5-10 minutes on 2 cores); `--quick`: about a minute with smaller batches, printed only; "
+        "`--synthetic`: generated data of the same shapes; `--device cuda` measures the torch models on a GPU "
+        "(not tried here: no GPU).",
+    ]
+    write_section(SECTION, "\n".join(body), path)
 
 
-def report(meta: dict[str, Any], results: dict[str, Result], rows: list[dict[str, Any]], docs: Path | None) -> None:
+def report(meta: dict[str, Any], results: dict[str, Result], rows: list[dict[str, Any]], docs: Path | None,
+           repeats: str | None = None) -> None:
     meta["findings"] = findings(results, rows, meta)
     print(header(meta), "", table(results), "", ratio_table(rows) if rows else "(no target/proxy pair measured)", "",
-          *meta["findings"], sep="\n")
+          *meta["findings"], *(["", repeats] if repeats else []), sep="\n")
     if docs is not None:
-        write_docs(docs, meta, results, rows)
+        write_docs(docs, meta, results, rows, repeats)
         print(f"\nwrote the {SECTION} section of {docs}")
 
 
-def render(path: Path, docs: Path | None) -> int:
+def _load_run(path: Path) -> tuple[dict[str, Any], dict[str, Result]]:
     raw = json.loads(path.read_text())
-    results = {k: Result(**v) for k, v in raw["results"].items()}
     meta = raw["meta"]
     if "threads_check" in meta:  # JSON object keys are strings
         meta["threads_check"] = {int(k): v for k, v in meta["threads_check"].items()}
-    report(meta, results, ratios(results), docs)
+    return meta, {k: Result(**v) for k, v in raw["results"].items()}
+
+
+def render(paths: list[Path], docs: Path | None) -> int:
+    """The report of the first ``--json`` run; with more runs, their ratios side by side as well."""
+    runs = [_load_run(path) for path in paths]
+    meta, results = runs[0]
+    repeats = repeats_table([(m, ratios(r)) for m, r in runs]) if len(runs) > 1 else None
+    report(meta, results, ratios(results), docs, repeats)
     return 0
 
 
@@ -652,8 +710,8 @@ def main(argv: list[str] | None = None) -> int:
                    "for full runs on real data only)")
     p.add_argument("--no-docs", action="store_true", help="print only")
     p.add_argument("--json", type=Path, help="also write the raw results here")
-    p.add_argument("--render", type=Path, metavar="JSON", help="measure nothing: print (and with --docs, write) "
-                   "the report of an earlier run's --json file")
+    p.add_argument("--render", type=Path, nargs="+", metavar="JSON", help="measure nothing: print (and with "
+                   "--docs, write) the report of earlier --json runs: the first in full, all runs' ratios side by side")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.render:
