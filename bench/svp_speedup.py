@@ -14,11 +14,14 @@ runtime against the baseline, and the project's wall time (create, import, every
 
 Then the ``svp`` configuration runs again as a plain in-process loop (``bench/_svp_loop.py``: same
 schedule, seeds, model specs and selection code; no HTTP, no database; the oracle labels directly).
-The service's overhead is its end-to-end wall time over the loop's, minus one (goal: under 10%).
+The service's overhead is its end-to-end wall time over the loop's, minus one (goal: under 10%); the
+process's CPU time is split into the worker's and torch's threads and everything else (the server,
+the database, the simulated annotators), the part the service adds whatever else shares the machine.
 
     .venv/bin/python bench/svp_speedup.py                    # scaled settings (CPU), both datasets, docs
     .venv/bin/python bench/svp_speedup.py --quick            # ~2-minute smoke run, docs left alone
     .venv/bin/python bench/svp_speedup.py --dataset ag_news
+    .venv/bin/python bench/svp_speedup.py --projects svp --threads 1   # the overhead alone, on a busy machine
     .venv/bin/python bench/svp_speedup.py --full             # the paper's settings (CIFAR-10, AG News): a GPU
 
 Data comes from ``../shared/datasets`` (``--data``, or ``SVP_BENCH_DATASETS``); nothing is copied
@@ -36,6 +39,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -144,15 +148,19 @@ FULL = {
 }
 
 
-def experiments(setting: Setting, seed: int):
+PROJECTS = ("svp", "baseline", "random")
+
+
+def experiments(setting: Setting, seed: int, projects: tuple[str, ...] = PROJECTS):
     from svp.simulation import Experiment
 
     common = {"target": setting.target, "schedule": setting.schedule, "seed": seed}
-    return [
+    every = [
         Experiment("svp", proxy=setting.proxy, strategy=setting.strategy, **common),
         Experiment("baseline", proxy=setting.target, strategy=setting.strategy, **common),
         Experiment("random", proxy=setting.proxy, strategy="random", **common),
     ]
+    return [e for e in every if e.name in projects]
 
 
 # -- the service side ----------------------------------------------------------------------------
@@ -163,6 +171,7 @@ class ServiceRun:
     outcome: Any  # svp.simulation.Outcome
     setup_s: float  # create + import + start, until the annotators begin
     cpu_s: float  # CPU time of the whole process (server, worker, annotators) during the project
+    compute_cpu_s: float | None  # of which the embedded worker's thread and the native (torch) threads
     labeled_external_ids: set[str] = field(default_factory=set)
 
     @property
@@ -182,7 +191,9 @@ def run_project(base_url: str, admin_key: str, dataset, experiment, *, annotator
                 timeout_s: float) -> ServiceRun:
     from svp.simulation import ServiceClient, run_experiment
 
-    started, cpu_started = time.perf_counter(), time.process_time()
+    from bench._svp_loop import CpuSplit
+
+    started, cpu = time.perf_counter(), CpuSplit()
     first_status: list[float] = []
     last: dict[str, str] = {}
 
@@ -195,9 +206,10 @@ def run_project(base_url: str, admin_key: str, dataset, experiment, *, annotator
             labeled = (status.get("counts") or {}).get("labeled")
             log.info("  %-8s %-26s labeled %s  (%.0f s)", name, line, labeled, time.perf_counter() - started)
 
+    # The pool is imported in one request: allow it as long as the whole project may take.
     outcome = run_experiment(base_url, admin_key, dataset, experiment, annotators=annotators, batch=batch,
-                             timeout_s=timeout_s, on_status=on_status)
-    cpu_s = time.process_time() - cpu_started
+                             timeout_s=timeout_s, on_status=on_status, http_timeout_s=max(120.0, min(timeout_s, 3600.0)))
+    cpu_s, compute_cpu_s = cpu.stop(t for t in threading.enumerate() if t.name.startswith("svp-embedded-worker"))
     if outcome.errors:
         log.warning("%s: %d annotator errors, first: %s", experiment.name, len(outcome.errors), outcome.errors[0])
     client = ServiceClient(base_url, admin_key)
@@ -206,7 +218,7 @@ def run_project(base_url: str, admin_key: str, dataset, experiment, *, annotator
     finally:
         client.close()
     labeled = {row["external_id"] for row in map(json.loads, body.splitlines()) if row["split"] == "pool"}
-    return ServiceRun(outcome, first_status[0] if first_status else 0.0, cpu_s, labeled)
+    return ServiceRun(outcome, first_status[0] if first_status else 0.0, cpu_s, compute_cpu_s, labeled)
 
 
 def warm_up(dataset, setting: Setting, threads: int | None) -> None:
@@ -240,8 +252,8 @@ class DatasetResult:
     load_end: tuple[float, float, float] | None
     seconds: float
 
-    def run(self, name: str) -> ServiceRun:
-        return next(r for r in self.service if r.name == name)
+    def run(self, name: str) -> ServiceRun | None:
+        return next((r for r in self.service if r.name == name), None)
 
     @property
     def overhead(self) -> float:
@@ -258,7 +270,7 @@ class DatasetResult:
 
 
 def run_dataset(setting: Setting, *, mode: str, data_root: Path, seed: int, threads: int | None, annotators: int,
-                batch: int, timeout_s: float, keep: Path | None) -> DatasetResult:
+                batch: int, timeout_s: float, keep: Path | None, projects: tuple[str, ...] = PROJECTS) -> DatasetResult:
     from app.config import Settings
     from app.db.migrate import upgrade
     from app.db.session import session_scope
@@ -283,7 +295,7 @@ def run_dataset(setting: Setting, *, mode: str, data_root: Path, seed: int, thre
         with session_scope(settings.resolved_database_url) as session:
             _, admin_key = create_api_key(session, role="admin", name="svp-speedup")
         with running_service(settings) as base_url:
-            for experiment in experiments(setting, seed):
+            for experiment in experiments(setting, seed, projects):
                 log.info("%s: service, selector %s, strategy %s", experiment.name,
                          experiment.proxy["arch"], experiment.strategy)
                 runs.append(run_project(base_url, admin_key, dataset, experiment, annotators=annotators,
@@ -311,7 +323,8 @@ def _error(accuracy: float | None) -> str:
 
 
 def table_rows(result: DatasetResult) -> list[tuple[str, ...]]:
-    baseline = result.run("baseline").outcome.selection_s
+    base = result.run("baseline")
+    baseline = base.outcome.selection_s if base is not None else 0.0
     rows = []
     for run in result.service:
         o = run.outcome
@@ -323,7 +336,7 @@ def table_rows(result: DatasetResult) -> list[tuple[str, ...]]:
             str(run.labels),
             _error(o.target_accuracy),
             f"{o.selection_s:.1f}",
-            "-" if random or o.selection_s <= 0 else f"{baseline / o.selection_s:.1f}×",
+            "-" if random or o.selection_s <= 0 or not baseline else f"{baseline / o.selection_s:.1f}×",
             f"{o.wall_s:.1f}",
         ))
     ref = result.reference
@@ -334,7 +347,7 @@ def table_rows(result: DatasetResult) -> list[tuple[str, ...]]:
         str(len(ref.labeled_positions)),
         _error(ref.target_accuracy),
         f"{ref.selection_s:.1f}",
-        "-" if ref.selection_s <= 0 else f"{baseline / ref.selection_s:.1f}×",
+        "-" if ref.selection_s <= 0 or not baseline else f"{baseline / ref.selection_s:.1f}×",
         f"{ref.wall_s:.1f}",
     ))
     return rows
@@ -359,13 +372,30 @@ def overhead_lines(result: DatasetResult) -> list[str]:
         f"service overhead (svp): {svp.outcome.wall_s:.1f} s through the service vs {ref.wall_s:.1f} s in-process: "
         f"{100 * result.overhead:+.1f}% (goal < {100 * GOAL_OVERHEAD:.0f}%: {'met' if result.overhead < GOAL_OVERHEAD else 'not met'})",
         f"  CPU time of the process (all threads): {svp.cpu_s:.1f} s through the service vs {ref.cpu_s:.1f} s in-process: "
-        f"{100 * result.cpu_overhead:+.1f}% (steadier than wall time when other work shares the CPUs)",
+        f"{100 * result.cpu_overhead:+.1f}%",
+        *cpu_split_lines(result),
         f"  of the service's wall time: {svp.setup_s:.1f} s project creation + import + start; "
         f"selection + target training {service_compute:.1f} s (in-process {reference_compute:.1f} s); "
         f"everything else {svp.outcome.wall_s - svp.setup_s - service_compute:.1f} s "
         f"(in-process {ref.wall_s - reference_compute:.1f} s: proxy and target evaluation)",
         f"  same labeled items as the service: {'yes' if result.same_picks else 'no'}; target error "
         f"{_error(svp.outcome.target_accuracy)} (service) vs {_error(ref.target_accuracy)} (in-process)",
+    ]
+
+
+def cpu_split_lines(result: DatasetResult) -> list[str]:
+    svp, ref = result.run("svp"), result.reference
+    if svp.compute_cpu_s is None or ref.compute_cpu_s is None:
+        return []
+    machinery = svp.cpu_s - svp.compute_cpu_s
+    return [
+        f"  of which the service's own work (HTTP server, database, annotators and driver, job bookkeeping; "
+        f"every thread but the embedded worker's and torch's) {machinery:.1f} s = {100 * machinery / ref.cpu_s:.1f}% of the "
+        f"in-process CPU time (in-process, threads other than the loop's and torch's: "
+        f"{ref.cpu_s - ref.compute_cpu_s:.1f} s); the worker's and torch's threads {svp.compute_cpu_s:.1f} s "
+        f"(training, scoring, and the worker's loading, decoding and checkpoint saving) vs "
+        f"{ref.compute_cpu_s:.1f} s in-process ({100 * (svp.compute_cpu_s / ref.compute_cpu_s - 1):+.1f}%: the same "
+        "work, run next to the service's threads and whatever else shares the cores)",
     ]
 
 
@@ -406,7 +436,12 @@ def run_line(argv: list[str], threads: int | None, annotators: int, batch: int) 
 
     info = machine()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    shown = [a for a in argv if not a.startswith("--docs")]
+    shown, skip = [], False
+    for arg in argv:  # where output files went is no part of the configuration
+        if skip or arg.startswith(("--docs", "--json")):
+            skip = arg in ("--docs-path", "--json")
+            continue
+        shown.append(arg)
     return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, `{' '.join(['bench/svp_speedup.py', *shown])}`; "
             f"{info['nproc']} CPUs ({info['cpu']}), {device}, Python {platform.python_version()}, "
             f"torch {torch.__version__}, torch threads {threads or 'default'}; {annotators} annotators leasing "
@@ -431,8 +466,8 @@ blob writes for images), HTTP requests, database writes, job claiming and heartb
 pool into the pool cache, the proxy and target checkpoints written to the blob store, and the server's \
 and annotators' threads sharing the CPUs (and the GIL) with training."""
 
-REPRODUCE = """Reproduce: `.venv/bin/python bench/svp_speedup.py` (scaled settings, about 10 minutes per dataset \
-on 2 otherwise idle CPUs; `--dataset fashion_mnist|ag_news`); `--quick` for a smoke run; `--full` for \
+REPRODUCE = """Reproduce: `.venv/bin/python bench/svp_speedup.py` (scaled settings: 5-10 minutes per dataset \
+on 2 shared CPUs; `--dataset fashion_mnist|ag_news`; `--threads 1` on a busy machine); `--quick` for a smoke run; `--full` for \
 the paper's settings on a GPU (CIFAR-10 preact20 → preact164 on the 50,000 training images with the \
 paper's 181-epoch recipe; AG News fastText → VDCNN29 at 1,014 characters, 15 epochs, in place of Amazon \
 Review Polarity, which is not available here)."""
@@ -498,12 +533,18 @@ def main(argv: list[str] | None = None) -> int:
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", action="store_true", help="write docs/benchmarks.md even with --quick")
     docs.add_argument("--no-docs", action="store_true", help="print only")
+    parser.add_argument("--projects", default=",".join(PROJECTS),
+                        help="comma-separated subset of svp,baseline,random (svp is always run: the overhead needs it)")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--docs-path", type=Path, default=DOCS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     log.setLevel(logging.INFO)
+    asked = {p.strip() for p in args.projects.split(",") if p.strip()}
+    if asked - set(PROJECTS):
+        parser.error(f"unknown project(s) {', '.join(sorted(asked - set(PROJECTS)))}; choose from {', '.join(PROJECTS)}")
+    projects = tuple(p for p in PROJECTS if p in asked | {"svp"})
     mode = "quick" if args.quick else "full" if args.full else "scaled"
     presets = {"quick": QUICK, "full": FULL, "scaled": SCALED}[mode]
     if args.dataset == "all":
@@ -517,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         result = run_dataset(presets[name], mode=mode, data_root=args.data, seed=args.seed, threads=args.threads,
-                             annotators=args.annotators, batch=args.batch, timeout_s=timeout, keep=args.keep)
+                             annotators=args.annotators, batch=args.batch, timeout_s=timeout, keep=args.keep,
+                             projects=projects)
         results.append(result)
         print(f"\n{name} ({mode}): {describe_setting(result.setting, result.pool, result.test)}")
         print(format_table(result))
@@ -526,7 +568,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{result.seconds:.0f} s\n", flush=True)
     if args.json:
         args.json.write_text(json.dumps([_raw(r) for r in results], indent=2))
-    if args.docs or not (args.quick or args.no_docs):
+    if len(projects) < len(PROJECTS):
+        print("docs/benchmarks.md left alone: not every project ran")
+    elif args.docs or not (args.quick or args.no_docs):
         write_docs(results, argv=argv, threads=args.threads, annotators=args.annotators, batch=args.batch,
                    path=args.docs_path)
         print("docs/benchmarks.md updated")
@@ -544,12 +588,14 @@ def _raw(result: DatasetResult) -> dict[str, Any]:
                     "schedule": result.setting.schedule, "strategy": result.setting.strategy},
         "service": [
             {"name": r.name, "labels": r.labels, "target_accuracy": r.outcome.target_accuracy,
-             "selection_s": r.outcome.selection_s, "wall_s": r.outcome.wall_s, "cpu_s": r.cpu_s, "setup_s": r.setup_s,
+             "selection_s": r.outcome.selection_s, "wall_s": r.outcome.wall_s, "cpu_s": r.cpu_s,
+             "compute_cpu_s": r.compute_cpu_s, "setup_s": r.setup_s,
              "target_train_s": r.target_train_s, "rounds": r.outcome.curve.get("rounds")}
             for r in result.service
         ],
         "in_process": {"labels": len(ref.labeled_positions), "target_accuracy": ref.target_accuracy,
-                       "selection_s": ref.selection_s, "wall_s": ref.wall_s, "cpu_s": ref.cpu_s, "target_train_s": ref.target_train_s,
+                       "selection_s": ref.selection_s, "wall_s": ref.wall_s, "cpu_s": ref.cpu_s,
+                       "compute_cpu_s": ref.compute_cpu_s, "target_train_s": ref.target_train_s,
                        "rounds": [vars(r) | {"total_s": r.total_s} for r in ref.rounds]},
         "overhead": result.overhead,
         "cpu_overhead": result.cpu_overhead,

@@ -130,8 +130,10 @@ def run_experiment(
     batch: int = 20,
     timeout_s: float = 3600,
     on_status: Callable[[str, dict[str, Any]], None] | None = None,
+    http_timeout_s: float = 120.0,
 ) -> Outcome:
-    admin = ServiceClient(base_url, admin_key)
+    # http_timeout_s bounds each request; importing a large pool (e.g. 50,000 images) is one request.
+    admin = ServiceClient(base_url, admin_key, timeout=http_timeout_s)
     started = time.perf_counter()
     project = admin.call(
         "POST",
