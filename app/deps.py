@@ -7,8 +7,9 @@ sync handler, and the validation of a sync handler's response) in its own thread
 under load those hand-offs cost more than the work. So the dependencies that need no I/O are
 ``async``, API keys are cached for a few seconds (``KeyCache``), and the session dependency only
 goes to a thread when a transaction is left to end. The annotation hot path (``queries/next``,
-``labels``) goes one step further: ``ProjectAccessDep`` checks the key's scope without I/O, and the
-handler loads the project, does its work and commits in one thread turn (``run_in_request_thread``).
+``labels``) goes one step further: ``ProjectAccessDep`` authenticates and checks the key's scope
+without I/O (on a cache hit), and ``ProjectAccess.run`` opens the session, loads the project, does
+the handler's work and commits in one thread turn.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
+import anyio.to_thread
 from fastapi import Depends, Header, Path, Request
 from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session, object_session
@@ -85,22 +87,6 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-
-
-async def run_in_request_thread(session: Session, work: Callable[[], R]) -> R:
-    """``work()`` then the commit, in one worker-thread turn.
-
-    For handlers on the hot path: the project lookup, the service call and the commit share one
-    thread turn and one pooled connection, instead of a turn (and a connection checkout) each. An
-    exception propagates and the session dependency rolls back, as for any handler.
-    """
-
-    def run() -> R:
-        result = work()
-        session.commit()
-        return result
-
-    return await run_in_threadpool(run)
 
 
 @dataclass(frozen=True)
@@ -247,11 +233,8 @@ def _load_principal(sessionmaker, digest: str) -> Principal | None:
     return Principal(key_id=row.id, name=row.name, role=row.role, project_id=row.project_id)
 
 
-async def get_principal(
-    request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> Principal:
+async def authenticate(request: Request, authorization: str | None, x_api_key: str | None) -> Principal:
+    """The principal of the presented key (cached, see ``KeyCache``); 401 when missing, unknown or revoked."""
     secret = _presented_key(authorization, x_api_key)
     if not secret:
         raise Unauthorized(
@@ -270,6 +253,14 @@ async def get_principal(
             raise Unauthorized("unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         cache.put(digest, principal, generation)
     return principal
+
+
+async def get_principal(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    return await authenticate(request, authorization, x_api_key)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -338,20 +329,62 @@ async def get_project(
 ProjectDep = Annotated[t.Project, Depends(get_project)]
 
 
+# Hot-path requests run their database work with at most this many threads at once: fewer than
+# the connection pool's 20, so they never open (and close again) overflow connections, and enough
+# to keep a GIL-bound process busy while some wait on the database.
+HOT_PATH_THREADS = 16
+
+
 @dataclass(frozen=True)
 class ProjectAccess:
-    """A project id the caller's key may use; the handler loads the row in its own thread turn."""
+    """A project the caller's key may use, for handlers on the annotation hot path (``queries/next``,
+    ``labels``): ``await access.run(work)`` opens a session, loads the project, calls
+    ``work(session, project)`` and commits (or rolls back and re-raises) in one worker-thread turn,
+    with one pooled connection, where a ``SessionDep`` + ``ProjectDep`` handler takes three turns and
+    two connection checkouts."""
 
     project_id: int
     principal: Principal
+    state: Any  # the app's state: sessionmaker, dispatcher, settings
 
-    def load(self, session: Session) -> t.Project:
-        return load_project(session, self.project_id)
+    @property
+    def settings(self) -> Settings:
+        return self.state.settings
+
+    async def run(self, work: Callable[[Session, t.Project], R]) -> R:
+        state = self.state
+        limiter = getattr(state, "hot_path_limiter", None)
+        if limiter is None:
+            limiter = state.hot_path_limiter = anyio.CapacityLimiter(HOT_PATH_THREADS)
+
+        def in_thread() -> R:
+            session = state.sessionmaker()
+            if state.dispatcher is not None:
+                bind_dispatcher(session, state.dispatcher)
+            try:
+                result = work(session, load_project(session, self.project_id))
+                session.commit()  # before the response is sent, as SessionDep does
+                return result
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+
+        return await anyio.to_thread.run_sync(in_thread, limiter=limiter)
 
 
-async def get_project_access(principal: PrincipalDep, project_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> ProjectAccess:
+async def get_project_access(
+    request: Request,
+    project_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> ProjectAccess:
+    # Authenticates itself (the same check as PrincipalDep) rather than through a sub-dependency:
+    # each dependency level costs the framework some work on every request.
+    principal = await authenticate(request, authorization, x_api_key)
     principal.check_project(project_id)
-    return ProjectAccess(project_id=project_id, principal=principal)
+    return ProjectAccess(project_id=project_id, principal=principal, state=request.app.state)
 
 
 ProjectAccessDep = Annotated[ProjectAccess, Depends(get_project_access)]

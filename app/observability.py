@@ -202,6 +202,13 @@ def _count_new_annotations(session: Session, _flush_context) -> None:
         session.info[_PENDING_LABELS] = session.info.get(_PENDING_LABELS, 0) + n
 
 
+def count_new_labels(session: Session, n: int) -> None:
+    """Annotations inserted without the ORM's unit of work (the labeling hot path writes them with
+    one Core statement): counted at commit, as flushed ones are."""
+    if n:
+        session.info[_PENDING_LABELS] = session.info.get(_PENDING_LABELS, 0) + n
+
+
 @event.listens_for(Session, "after_commit")
 def _commit_label_count(session: Session) -> None:
     n = session.info.pop(_PENDING_LABELS, 0)

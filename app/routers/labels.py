@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response, status
 
 from app.db import tables as t
-from app.deps import AdminDep, PathId, ProjectAccessDep, ProjectDep, SessionDep, run_in_request_thread
+from app.deps import AdminDep, PathId, ProjectAccessDep, ProjectDep, SessionDep
 from app.errors import ERROR_RESPONSES, error_body
 from app.schemas.labels import AnnotationRead, BulkLabelCreate, BulkLabelResponse, LabelCreate, LabelRead, LabelResponse
 from app.services import labels as service
@@ -49,7 +49,6 @@ def _read(outcome: LabelOutcome) -> LabelRead:
 async def create_label(
     body: LabelCreate,
     access: ProjectAccessDep,
-    session: SessionDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> LabelResponse:
     entry = LabelInput(
@@ -57,12 +56,10 @@ async def create_label(
         idempotency_key=idempotency_key,
     )
 
-    # The annotation hot path: project lookup, writing and commit in one thread turn (app.deps).
-    def write() -> tuple[t.Project, list[LabelOutcome]]:
-        project = access.load(session)
+    def write(session, project) -> tuple[t.Project, list[LabelOutcome]]:
         return project, service.add_labels(session, project=project, annotator=access.principal.name, entries=[entry])
 
-    project, [outcome] = await run_in_request_thread(session, write)
+    project, [outcome] = await access.run(write)  # one thread turn: project lookup, writes, commit (app.deps)
     return LabelResponse(
         **_read(outcome).model_dump(), project_status=project.status, current_round=project.current_round
     )
@@ -76,7 +73,7 @@ async def create_label(
     response_model=BulkLabelResponse,
     responses=CONFLICT,
 )
-async def create_labels_bulk(body: BulkLabelCreate, access: ProjectAccessDep, session: SessionDep) -> BulkLabelResponse:
+async def create_labels_bulk(body: BulkLabelCreate, access: ProjectAccessDep) -> BulkLabelResponse:
     entries = [
         LabelInput(
             label=e.label, item_id=e.item_id, external_id=e.external_id, meta=e.meta, idempotency_key=e.idempotency_key
@@ -84,13 +81,12 @@ async def create_labels_bulk(body: BulkLabelCreate, access: ProjectAccessDep, se
         for e in body.labels
     ]
 
-    def write() -> tuple[t.Project, list[LabelOutcome]]:
-        project = access.load(session)
+    def write(session, project) -> tuple[t.Project, list[LabelOutcome]]:
         return project, service.add_labels(
             session, project=project, annotator=access.principal.name, entries=entries, bulk=True
         )
 
-    project, outcomes = await run_in_request_thread(session, write)
+    project, outcomes = await access.run(write)
     return BulkLabelResponse(
         labels=[_read(o) for o in outcomes], project_status=project.status, current_round=project.current_round
     )

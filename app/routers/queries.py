@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.deps import AdminDep, PrincipalDep, ProjectAccessDep, ProjectDep, SessionDep, SettingsDep, run_in_request_thread
+from app.deps import AdminDep, PrincipalDep, ProjectAccessDep, ProjectDep, SessionDep
 from app.errors import ERROR_RESPONSES, error_body
 from app.schemas.queries import LeaseResponse, LifecycleResponse, ReleaseRequest, ReleaseResponse, RoundSummary
 from app.services import queries as service
@@ -62,23 +62,21 @@ def start_project(project: ProjectDep, _admin: AdminDep, session: SessionDep) ->
 )
 async def next_queries(
     access: ProjectAccessDep,
-    session: SessionDep,
-    settings: SettingsDep,
     response: Response,
     limit: Annotated[int, Query(ge=1, le=100, description="Most items to lease.")] = 1,
     lease_seconds: Annotated[
         int | None, Query(ge=1, le=MAX_LEASE_SECONDS, description="Lease length; default: the project's.")
     ] = None,
 ) -> LeaseResponse:
-    # The annotation hot path: project lookup, leasing and commit in one thread turn (app.deps).
-    def lease() -> service.LeaseBatch:
-        project = access.load(session)
+    settings = access.settings
+
+    def lease(session, project) -> service.LeaseBatch:
         seconds = lease_seconds or project.lease_seconds or settings.lease_seconds
         return service.lease_next(
             session, project=project, annotator=access.principal.name, limit=limit, lease_seconds=seconds
         )
 
-    batch = await run_in_request_thread(session, lease)
+    batch = await access.run(lease)  # one thread turn: project lookup, leasing, commit (app.deps)
     retry_after = None
     if not batch.items and batch.status not in service.FINAL_STATUSES:
         retry_after = settings.retry_after_seconds

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db import tables as t
 from app.db.base import utcnow
 from app.errors import Conflict, NotFound, Unprocessable
+from app.observability import count_new_labels
 from app.services.rounds import after_labels, is_sqlite, write_lock
 
 # Labels are accepted while annotation is meaningful: before start nothing is asked, after
@@ -150,12 +152,20 @@ def _latest_annotation(session: Session, item_id: int) -> t.Annotation | None:
 
 
 _Q = t.Query.__table__
+_ROUND = t.Round.__table__
+# A round's id, for lookups of its queries by item: query's index on (round_id, item_id) finds
+# them directly, where (project_id, round_index) would walk the whole round.
+_ROUND_ID = (
+    select(_ROUND.c.id)
+    .where(_ROUND.c.project_id == bindparam("b_project"), _ROUND.c["index"] == bindparam("b_round"))
+    .scalar_subquery()
+)
 # The current round's queries of these items, still unlabeled: mark them labeled, free their leases.
 _MARK_QUERIES = (
     update(_Q)
     .where(
+        _Q.c.round_id == _ROUND_ID,
         _Q.c.project_id == bindparam("b_project"),
-        _Q.c.round_index == bindparam("b_round"),
         _Q.c.item_id.in_(bindparam("b_items", expanding=True)),
         _Q.c.labeled_at.is_(None),
     )
@@ -184,22 +194,51 @@ def _mark_queries(session: Session, project: t.Project, item_ids: list[int], now
     return requested
 
 
+_ANNOTATION = t.Annotation.__table__
+_INSERT_ANNOTATIONS = insert(_ANNOTATION).returning(_ANNOTATION.c.id, sort_by_parameter_order=True)
+_MIRROR_ON_ITEM = (
+    update(t.Item.__table__)
+    .where(t.Item.__table__.c.id == bindparam("b_item"))
+    .values(label=bindparam("b_label"), labeled_at=bindparam("b_now"), label_round=bindparam("b_round"))
+)
+
+
 def _write(session: Session, project: t.Project, new: list[tuple[t.Item, t.Annotation]], now: datetime) -> None:
-    """Insert the annotations and mirror them on their items, with one statement per kind of write
-    (whatever the number of labels), not a few per label."""
+    """Insert the annotations and mirror them on their items with one statement per kind of write,
+    whatever the number of labels (Core statements: the ORM's unit of work cost more CPU than the
+    writes). The annotation objects get their ids, the loaded items their new state."""
     requested = _mark_queries(session, project, sorted({item.id for item, _ in new}), now)
     for item, annotation in new:
-        annotation.round_index = item.label_round = requested.get(item.id)
-    session.add_all([annotation for _, annotation in new])
-    keys = [annotation.idempotency_key for _, annotation in new if annotation.idempotency_key is not None]
+        annotation.round_index = requested.get(item.id)
+    connection = session.connection()
+    rows = [
+        {"project_id": a.project_id, "item_id": a.item_id, "label": a.label, "annotator": a.annotator,
+         "round_index": a.round_index, "idempotency_key": a.idempotency_key, "meta": a.meta, "created_at": a.created_at}
+        for _, a in new
+    ]
     try:
-        session.flush()
+        ids = connection.execute(_INSERT_ANNOTATIONS, rows).scalars().all()
     except IntegrityError as exc:
         # Two requests racing with one key for different items meet on the unique constraint.
+        keys = [a.idempotency_key for _, a in new if a.idempotency_key is not None]
         if not keys:
             raise
         which = f"idempotency key {keys[0]!r} is" if len(keys) == 1 else f"one of the idempotency keys {keys!r} is"
         raise Conflict(f"{which} already used for another label") from exc
+    for (_, annotation), annotation_id in zip(new, ids):
+        annotation.id = annotation_id
+    count_new_labels(session, len(new))
+    # The last label of an item in this request is its effective one.
+    final = {item.id: (item, annotation) for item, annotation in new}
+    connection.execute(
+        _MIRROR_ON_ITEM,
+        [{"b_item": item_id, "b_label": a.label, "b_now": now, "b_round": a.round_index}
+         for item_id, (_, a) in sorted(final.items())],
+    )
+    for item, annotation in final.values():
+        set_committed_value(item, "label", annotation.label)
+        set_committed_value(item, "labeled_at", now)
+        set_committed_value(item, "label_round", annotation.round_index)
 
 
 def _replay_of_key(entry: LabelInput, previous: t.Annotation, item: t.Item | None) -> bool:
@@ -253,37 +292,34 @@ def add_labels(
     outcomes: list[LabelOutcome] = []
     new: list[tuple[t.Item, t.Annotation]] = []
     written_keys: dict[str | None, t.Annotation] = {}
-    written: dict[int, t.Annotation] = {}  # item id -> this request's latest annotation of it
-    # Nothing is flushed while planning: the annotations are written together at the end, and an
-    # item's latest annotation is this request's, when it has one, or the database's.
-    with session.no_autoflush:
-        for entry, item, previous in plan:
-            if previous is None and entry.idempotency_key in written_keys:  # the same key twice in one request
-                previous = written_keys[entry.idempotency_key]
-                _replay_of_key(entry, previous, item)
-            if previous is None and item.label == entry.label:
-                latest = written[item.id] if item.id in written else _latest_annotation(session, item.id)
-                if latest is not None and latest.annotator == annotator and latest.label == entry.label:
-                    previous = latest
-            if previous is not None:
-                outcomes.append(LabelOutcome(annotation=previous, item=item, replayed=True))
-                continue
-            annotation = t.Annotation(
-                project_id=project.id,
-                item_id=item.id,
-                label=entry.label,
-                annotator=annotator,
-                idempotency_key=entry.idempotency_key,
-                meta=entry.meta or {},
-                created_at=now,
-            )
-            item.label = entry.label
-            item.labeled_at = now
-            written[item.id] = annotation
-            if entry.idempotency_key is not None:
-                written_keys[entry.idempotency_key] = annotation
-            new.append((item, annotation))
-            outcomes.append(LabelOutcome(annotation=annotation, item=item, replayed=False))
+    # An item's latest annotation is this request's, when it wrote one, or the database's.
+    written: dict[int, t.Annotation] = {}
+    for entry, item, previous in plan:
+        if previous is None and entry.idempotency_key in written_keys:  # the same key twice in one request
+            previous = written_keys[entry.idempotency_key]
+            _replay_of_key(entry, previous, item)
+        label = written[item.id].label if item.id in written else item.label
+        if previous is None and label == entry.label:
+            latest = written[item.id] if item.id in written else _latest_annotation(session, item.id)
+            if latest is not None and latest.annotator == annotator and latest.label == entry.label:
+                previous = latest
+        if previous is not None:
+            outcomes.append(LabelOutcome(annotation=previous, item=item, replayed=True))
+            continue
+        annotation = t.Annotation(
+            project_id=project.id,
+            item_id=item.id,
+            label=entry.label,
+            annotator=annotator,
+            idempotency_key=entry.idempotency_key,
+            meta=entry.meta or {},
+            created_at=now,
+        )
+        written[item.id] = annotation
+        if entry.idempotency_key is not None:
+            written_keys[entry.idempotency_key] = annotation
+        new.append((item, annotation))
+        outcomes.append(LabelOutcome(annotation=annotation, item=item, replayed=False))
     if new:
         _write(session, project, new, now)
     touched_round = any(annotation.round_index == project.current_round for _, annotation in new)

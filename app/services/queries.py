@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import any_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import tables as t
@@ -104,9 +104,12 @@ def _lease_statement(conditions: tuple, order, *, postgres: bool):
         candidates = candidates.with_for_update(skip_locked=True)
         returning += [select(column).where(_ITEM.c.id == _Q.c.item_id).scalar_subquery()
                       for column in (_ITEM.c.external_id, _ITEM.c.text)]
+    # PostgreSQL: ``id = ANY(ARRAY(subquery))`` rather than ``id IN (subquery)``: the same plan, half
+    # the planning time (the planner does not weigh join orders for a semi-join it cannot use).
+    chosen = _Q.c.id == any_(func.array(candidates.scalar_subquery())) if postgres else _Q.c.id.in_(candidates.scalar_subquery())
     return (
         update(_Q)
-        .where(_Q.c.id.in_(candidates.scalar_subquery()))
+        .where(chosen)
         .values(leased_to=bindparam("b_annotator"), lease_expires_at=bindparam("b_expires"))
         .returning(*returning)
     )
@@ -216,8 +219,12 @@ def release(session: Session, *, project: t.Project, annotator: str, item_ids: l
     stmt = (
         update(t.Query)
         .where(
+            # By round id: query's (round_id, item_id) index finds the items without walking the round.
+            t.Query.round_id
+            == select(t.Round.id)
+            .where(t.Round.project_id == project.id, t.Round.index == project.current_round)
+            .scalar_subquery(),
             t.Query.project_id == project.id,
-            t.Query.round_index == project.current_round,
             t.Query.item_id.in_(sorted(set(item_ids))),
             t.Query.leased_to == annotator,
             t.Query.labeled_at.is_(None),
