@@ -428,12 +428,13 @@ class RequestContextMiddleware:
                 self.metrics.request_duration.labels(scope["method"], route, str(status["code"])).observe(elapsed)
             # Probes hit these every few seconds; at INFO they would drown the requests that matter.
             level = logging.DEBUG if route in _PROBE_ROUTES else logging.INFO
-            access_log.log(
-                level,
-                "%s %s %s %.1fms", scope["method"], scope.get("path", ""), status["code"], elapsed * 1000,
-                extra={"method": scope["method"], "path": scope.get("path", ""), "route": route,
-                       "status": status["code"], "duration_ms": round(elapsed * 1000, 2)},
-            )
+            if access_log.isEnabledFor(level):  # the extras cost something on every request; build them only when logged
+                access_log.log(
+                    level,
+                    "%s %s %s %.1fms", scope["method"], scope.get("path", ""), status["code"], elapsed * 1000,
+                    extra={"method": scope["method"], "path": scope.get("path", ""), "route": route,
+                           "status": status["code"], "duration_ms": round(elapsed * 1000, 2)},
+                )
             request_id_var.reset(token)
 
 
