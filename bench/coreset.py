@@ -265,9 +265,9 @@ def findings(result: dict) -> list[str]:
     e30, f30 = rows[("entropy", 0.3)], rows[("forgetting_events", 0.3)]
     selection = [m["selection_s"] for m in result["methods"].values()]
     out += [
-        f"- Entropy keeps the examples the proxy is least sure of: at 30% its classes range from "
-        f"{_shares(e30['classes'])} of the subset (forgetting events: {_shares(f30['classes'])}), and the target "
-        f"trained on it reaches {_pct(e30['error'])} error.",
+        f"- Entropy keeps the examples the proxy is least sure of: at 30% the classes make up "
+        f"{_shares(e30['classes'])} of its subset (forgetting events: {_shares(f30['classes'])}; random: "
+        f"{_shares(rnd[0.3]['classes'])}), and the target trained on it reaches {_pct(e30['error'])} error.",
         "- Spearman, proxy vs target ranking: " + ", ".join(
             f"{m} {result['methods'][m]['spearman']:.2f}" for m in METHODS if result["methods"][m]["spearman"] is not None)
         + " (the paper's measure of how well a proxy stands in for the target).",
