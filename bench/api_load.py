@@ -545,7 +545,7 @@ def write_docs(result: dict, notes: str, path: Path | None = None) -> None:
         "",
         "Reproduce: `.venv/bin/python bench/api_load.py` (PostgreSQL at `SVP_BENCH_POSTGRES_URL`, "
         "default `postgresql+psycopg://postgres@127.0.0.1:5432/postgres`); add `--baseline PATH` to compare "
-        "with another checkout.",
+        "with another checkout (e.g. `git worktree add /tmp/old <commit>`).",
     ])
     write_section("api-load", section, *([path] if path else []))
 
