@@ -161,16 +161,16 @@ def _prepare(row: RawRow, ctx: ImportContext, decode: bool) -> Prepared:
         raise ValueError("this is an image project: items need an image, not 'text'")
     if row.pixels is not None:
         data = encode_png(row.pixels, max_pixels=ctx.max_image_pixels)
-        content_type = "image/png"
     elif row.data is not None:
         data = row.data
-        if len(data) > ctx.max_item_bytes:
-            raise ValueError(f"image is {len(data)} bytes, over the limit of {ctx.max_item_bytes}")
-        content_type = inspect_image(data, max_pixels=ctx.max_image_pixels, decode=decode)
     else:
         raise ValueError("missing image content")
+    # Checked before inspecting: an over-size file is refused without being decoded.
     if len(data) > ctx.max_item_bytes:
         raise ValueError(f"image is {len(data)} bytes, over the limit of {ctx.max_item_bytes}")
+    content_type = "image/png" if row.pixels is not None else inspect_image(
+        data, max_pixels=ctx.max_image_pixels, decode=decode
+    )
     sha = hashlib.sha256(data).hexdigest()
     return Prepared(
         ref=row.ref,
